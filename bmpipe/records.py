@@ -7,6 +7,7 @@ cell, because a slide holds 10^5-10^6 of them and every stage works on whole bat
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields, replace
 from typing import Literal
 
@@ -87,11 +88,11 @@ class Cells:
         return len(self.x)
 
     @classmethod
-    def empty(cls) -> "Cells":
+    def empty(cls) -> Cells:
         return cls(*(np.zeros(0) for _ in range(7)))
 
     @classmethod
-    def from_boxes(cls, boxes: np.ndarray, scores: np.ndarray) -> "Cells":
+    def from_boxes(cls, boxes: np.ndarray, scores: np.ndarray) -> Cells:
         """Cells from an (N, 4) array of level-0 ``x0, y0, x1, y1`` boxes; centres are the box centres."""
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         return cls(
@@ -105,7 +106,7 @@ class Cells:
         )
 
     @classmethod
-    def concat(cls, batches: list["Cells"]) -> "Cells":
+    def concat(cls, batches: list[Cells]) -> Cells:
         if not batches:
             return cls.empty()
         return cls(**{f.name: np.concatenate([getattr(b, f.name) for b in batches]) for f in fields(cls)})
@@ -113,11 +114,16 @@ class Cells:
     def boxes(self) -> np.ndarray:
         return np.stack([self.x0, self.y0, self.x1, self.y1], axis=1)
 
-    def take(self, index: np.ndarray) -> "Cells":
+    def take(self, index: np.ndarray) -> Cells:
         """The rows at ``index`` (integer positions or a boolean mask)."""
         return Cells(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
-    def with_labels(self, label: np.ndarray, label_score: np.ndarray) -> "Cells":
+    def chunks(self, size: int) -> Iterator[Cells]:
+        """Consecutive batches of at most ``size`` rows."""
+        for start in range(0, len(self), size):
+            yield self.take(np.arange(start, min(start + size, len(self))))
+
+    def with_labels(self, label: np.ndarray, label_score: np.ndarray) -> Cells:
         return replace(self, label=label, label_score=label_score)
 
     def to_frame(self) -> pd.DataFrame:
@@ -126,6 +132,6 @@ class Cells:
         return frame
 
     @classmethod
-    def from_frame(cls, frame: pd.DataFrame) -> "Cells":
+    def from_frame(cls, frame: pd.DataFrame) -> Cells:
         return cls(**{f.name: frame[f.name].to_numpy() for f in fields(cls) if f.name in frame})
 

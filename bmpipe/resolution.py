@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 #: Accepted range of level-0 resolutions. Below 0.05 µm/px no brightfield optics resolve detail (the
@@ -18,14 +19,14 @@ class Mpp:
 
     def __post_init__(self) -> None:
         value = float(self.um_per_px)
-        if not (value == value) or value <= 0:  # rejects NaN and non-positive values
+        if math.isnan(value) or value <= 0:
             raise ValueError(f"resolution must be a positive number of µm/px, got {self.um_per_px!r}")
         object.__setattr__(self, "um_per_px", value)
 
     def in_accepted_range(self) -> bool:
         return MIN_MPP <= self.um_per_px <= MAX_MPP
 
-    def factor_to(self, target: "Mpp") -> float:
+    def factor_to(self, target: Mpp) -> float:
         """How many pixels at ``self`` make one pixel at ``target`` (>1 means ``target`` is coarser)."""
         return target.um_per_px / self.um_per_px
 

@@ -1,0 +1,28 @@
+# Two commands do all set-up: `make demo` runs the real flow on the embedded sample slide, `make test` runs
+# the tests. Both create the environment in .venv/ from constraints.txt (the pinned set) when it is missing.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+
+.PHONY: demo test env lint clean
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+demo: $(STAMP)
+	YOLO_OFFLINE=1 $(VENV)/bin/bmpipe demo --out out/demo
+
+test: $(STAMP)
+	YOLO_OFFLINE=1 PREFECT_HOME=$$(mktemp -d) $(VENV)/bin/python -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check bmpipe flows tests
+
+clean:
+	rm -rf out .pytest_cache

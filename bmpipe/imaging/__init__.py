@@ -1,0 +1,1 @@
+"""Image tools on numpy arrays: smear masks, tile grids, crops. No models, no slide handles."""

@@ -1,0 +1,1 @@
+"""Models: network definitions, verified weight loading and batched inference."""

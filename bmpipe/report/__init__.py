@@ -1,0 +1,1 @@
+"""Stage 5: what people read (HTML report) and what machines read (JSON, Parquet)."""

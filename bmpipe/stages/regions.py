@@ -1,0 +1,77 @@
+"""Stage 1: smear regions on a low-resolution overview, and which areas are read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from bmpipe.imaging.smear import EDGE, GLASS, MONOLAYER, THICK, ZONE_NAMES, zone_map
+from bmpipe.records import Box, Region
+from bmpipe.resolution import Mpp
+from bmpipe.slide import Slide
+
+RegionsMode = Literal["readable", "all"]
+
+#: Largest side of the overview the zones are computed on; ~2 µm/px on a typical smear scan area.
+OVERVIEW_MAX_SIDE = 2048
+
+
+@dataclass
+class SmearMap:
+    """Zones of a slide on its overview, and the mask of the area whose cells are counted."""
+
+    overview: np.ndarray
+    mpp: Mpp  # of the overview
+    zones: np.ndarray  # uint8 per overview pixel, see bmpipe.imaging.smear
+    analysed: np.ndarray  # bool per overview pixel
+    scale: float  # level-0 pixels per overview pixel
+    mode: RegionsMode
+
+    def analysed_at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Whether level-0 points fall in the analysed area (nearest overview pixel)."""
+        h, w = self.analysed.shape
+        ix = np.clip((np.asarray(x) / self.scale).astype(np.int64), 0, w - 1)
+        iy = np.clip((np.asarray(y) / self.scale).astype(np.int64), 0, h - 1)
+        return self.analysed[iy, ix]
+
+    def touches_analysed(self, x0: float, y0: float, x1: float, y1: float) -> bool:
+        """Whether a level-0 box overlaps the analysed area at all."""
+        h, w = self.analysed.shape
+        i0, j0 = max(0, int(y0 / self.scale)), max(0, int(x0 / self.scale))
+        i1, j1 = min(h, int(np.ceil(y1 / self.scale))), min(w, int(np.ceil(x1 / self.scale)))
+        return bool(self.analysed[i0:i1, j0:j1].any())
+
+    def zone_fractions(self) -> dict[str, float]:
+        """Share of the smear (not glass) in each zone."""
+        smear = self.zones != GLASS
+        total = max(int(smear.sum()), 1)
+        return {ZONE_NAMES[z]: float((self.zones == z).sum()) / total for z in (EDGE, MONOLAYER, THICK)}
+
+    def regions(self) -> list[Region]:
+        """Connected areas of each zone as level-0 boxes, scored by their share of the smear."""
+        out = []
+        total = max(int((self.zones != GLASS).sum()), 1)
+        for zone in (MONOLAYER, THICK, EDGE):
+            _, _, stats, _ = cv2.connectedComponentsWithStats((self.zones == zone).astype(np.uint8))
+            for x, y, w, h, area in stats[1:]:
+                box = Box(x * self.scale, y * self.scale, (x + w) * self.scale, (y + h) * self.scale)
+                out.append(Region(box=box, kind=ZONE_NAMES[zone], score=float(area) / total))
+        return out
+
+
+def find_smear(slide: Slide, mode: RegionsMode = "readable") -> SmearMap:
+    """Zones of ``slide`` and the area to analyse: the monolayer by default, the whole smear with ``all``."""
+    overview, mpp = slide.overview(max_side=OVERVIEW_MAX_SIDE)
+    zones = zone_map(overview, mpp.um_per_px)
+    analysed = zones == MONOLAYER if mode == "readable" else zones != GLASS
+    return SmearMap(
+        overview=overview,
+        mpp=mpp,
+        zones=zones,
+        analysed=analysed,
+        scale=slide.mpp.factor_to(mpp),
+        mode=mode,
+    )

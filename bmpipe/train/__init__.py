@@ -1,0 +1,1 @@
+"""Training code for the shipped models (run by ``bmpipe train ...``; never at analysis time)."""

@@ -1,0 +1,59 @@
+"""The real public data sets bmpipe trains on, read by path from ``$BMPIPE_DATA`` (default ``../shared/data``).
+
+None of them states its pixel size, so each resolution below is estimated from objects of known size and
+recorded with how it was measured; training resamples every image to the model's µm/px with it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from bmpipe.resolution import Mpp
+
+
+def data_root() -> Path:
+    """``$BMPIPE_DATA`` or the ``shared/data`` folder beside the repository."""
+    env = os.environ.get("BMPIPE_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+@dataclass(frozen=True)
+class RealDataset:
+    name: str
+    folder: str
+    mpp: Mpp
+    measured: str
+    licence: str
+
+    @property
+    def path(self) -> Path:
+        return data_root() / self.folder
+
+
+DATASETS = {
+    d.name: d
+    for d in (
+        RealDataset(
+            "pbc", "pbc", Mpp(0.08),
+            "median segmented-neutrophil diameter ~155 px taken as 12 µm (Acevedo 2020 images, CellaVision DM96)",
+            "CC BY 4.0",
+        ),
+        RealDataset(
+            "txl_pbc", "txl_pbc", Mpp(0.09),
+            "median red-cell box side ~82 px taken as 7.5 µm",
+            "MIT",
+        ),
+        RealDataset(
+            "bccd", "bccd/BCCD", Mpp(0.074),
+            "median red-cell box side ~102 px (640x480 fields) taken as 7.5 µm",
+            "MIT",
+        ),
+        RealDataset(
+            "segpc", "segpc/train", Mpp(0.16),
+            "median plasma-cell mask diameter ~83 px (512x512 resized fields) taken as 13 µm",
+            "CC BY-NC-SA 4.0",
+        ),
+    )
+}

@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bmpipe.imaging.tiles import tile_grid
+
+
+def detect_in_tile(tile, centres, radius):
+    """A perfect detector: every cell overlapping the tile, its box clipped to the tile (cut at borders)."""
+    t0x, t0y = tile.x0, tile.y0
+    t1x, t1y = t0x + tile.size_px * tile.scale, t0y + tile.size_px * tile.scale
+    boxes = np.column_stack([centres - radius, centres + radius])
+    boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], t0x, t1x)
+    boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], t0y, t1y)
+    seen = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    local = (boxes[seen] - [t0x, t0y, t0x, t0y]) / tile.scale
+    return np.flatnonzero(seen), local
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    width=st.integers(300, 5000),
+    height=st.integers(300, 5000),
+    scale=st.sampled_from([1.0, 2.5, 4.0]),
+    seed=st.integers(0, 10_000),
+)
+def test_every_cell_is_owned_by_exactly_one_tile_and_seen_whole(width, height, scale, seed):
+    radius = 60.0  # level-0 px; the overlap below (in tile px) exceeds 2 radii
+    overlap_px = int(np.ceil(2 * radius / scale)) + 2
+    size_px = max(2 * overlap_px + 4, 128)
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform([0, 0], [width, height], size=(200, 2))
+    owners = np.zeros(len(centres), dtype=int)
+    for tile in tile_grid(width, height, scale, size_px, overlap_px):
+        index, local = detect_in_tile(tile, centres, radius)
+        level0 = tile.to_level0(local)
+        cx, cy = (level0[:, 0] + level0[:, 2]) / 2, (level0[:, 1] + level0[:, 3]) / 2
+        owned = tile.owns(cx, cy)
+        owners[index[owned]] += 1
+        # an owned cell is never cut by its tile, unless the slide's own edge cuts it
+        whole = np.isclose(level0[owned, 2] - level0[owned, 0], 2 * radius)
+        at_edge = (centres[index[owned], 0] < radius) | (centres[index[owned], 0] > width - radius)
+        assert np.all(whole | at_edge)
+    assert np.all(owners == 1)
+
+
+def test_overlap_must_be_under_half_a_tile():
+    with pytest.raises(ValueError, match="overlap"):
+        list(tile_grid(1000, 1000, 1.0, 100, 50))
+
+
+def test_keep_filters_tiles():
+    all_tiles = list(tile_grid(2000, 1000, 1.0, 512, 64))
+    left = list(tile_grid(2000, 1000, 1.0, 512, 64, keep=lambda x0, y0, x1, y1: x1 <= 1000))
+    assert 0 < len(left) < len(all_tiles)
