@@ -46,6 +46,12 @@ def test_dysplasia_share_per_lineage():
     assert d.dysplasia_n["megakaryocytic"] == 0
 
 
+def test_a_neutrophil_with_granule_grade_2_is_dysplastic_whatever_its_probability():
+    cells = make_cells(["NGS"] * 4, dysplasia=[0.1] * 4)
+    cells.dysplasia_grade = np.array([0, 1, 2, 3])
+    assert differential(cells, "case").dysplasia_pct["granulocytic"] == pytest.approx(50.0)
+
+
 def test_empty_slide_gives_zero_counts_not_errors():
     d = differential(Cells.empty(), "blank")
     assert d.n_counted == 0 and d.blast_pct == 0.0 and d.blast_ci95 == (0.0, 100.0) and d.me_ratio is None

@@ -7,7 +7,14 @@ from typing import Any
 
 import numpy as np
 
-from bmpipe.criteria import Finding, blast_findings, count_findings, dysplasia_findings, plasma_findings
+from bmpipe.criteria import (
+    Finding,
+    blast_findings,
+    count_findings,
+    dysplasia_findings,
+    load_criteria,
+    plasma_findings,
+)
 from bmpipe.records import Cells
 from bmpipe.stats import clopper_pearson
 from bmpipe.taxonomy import GROUPS, Taxonomy, load_taxonomy
@@ -15,8 +22,6 @@ from bmpipe.taxonomy import GROUPS, Taxonomy, load_taxonomy
 #: A cell whose top class probability is below this goes to the unidentified bucket and is left out of the
 #: differential, as CellaVision leaves cells it cannot classify for the reviewer.
 UNIDENTIFIED_BELOW = 0.5
-
-DYSPLASTIC_AT = 0.5
 
 
 @dataclass
@@ -118,13 +123,16 @@ def differential(
 def _dysplasia(
     cells: Cells, unidentified: np.ndarray, tax: Taxonomy
 ) -> tuple[dict[str, float], dict[str, tuple[float, float]], dict[str, int]]:
-    """Share of dysplastic cells per scored lineage (granulocytic, erythroid, megakaryocytic)."""
-    lineages = ("granulocytic", "erythroid", "megakaryocytic")
+    """Share of dysplastic cells per scored lineage (criteria.yaml: granulocytic, erythroid, megakaryocytic)."""
+    rule = load_criteria()["dysplasia"]
+    is_dysplastic = (cells.dysplasia_score >= rule["cell_probability"]) | (
+        cells.dysplasia_grade >= rule["granule_grade"]
+    )
     pct, ci, n = {}, {}, {}
-    for lineage in lineages:
+    for lineage in rule["lineages"]:
         member = np.isin(cells.label, tax.codes_of_lineage(lineage)) & ~unidentified
         total = int(member.sum())
-        dysplastic = int((member & (cells.dysplasia_score >= DYSPLASTIC_AT)).sum())
+        dysplastic = int((member & is_dysplastic).sum())
         pct[lineage] = _pct(dysplastic, total)
         ci[lineage] = clopper_pearson(dysplastic, total)
         n[lineage] = total

@@ -62,6 +62,20 @@ class SmearMap:
         return out
 
 
+def whole_field(slide: Slide) -> SmearMap:
+    """A field photographed at 1000× is monolayer by the photographer's choice: all of it is analysed."""
+    overview, mpp = slide.overview(max_side=OVERVIEW_MAX_SIDE)
+    zones = np.full(overview.shape[:2], MONOLAYER, dtype=np.uint8)
+    return SmearMap(
+        overview=overview,
+        mpp=mpp,
+        zones=zones,
+        analysed=np.ones(overview.shape[:2], dtype=bool),
+        scale=slide.mpp.factor_to(mpp),
+        mode="all",
+    )
+
+
 def find_smear(slide: Slide, mode: RegionsMode = "readable") -> SmearMap:
     """Zones of ``slide`` and the area to analyse: the monolayer by default, the whole smear with ``all``."""
     overview, mpp = slide.overview(max_side=OVERVIEW_MAX_SIDE)
