@@ -1,0 +1,172 @@
+"""The Slide every backend presents, and the resolution-aware reading built on it.
+
+A backend only knows how to open its file and decode an in-bounds box of one pyramid level. Everything about
+resolution (which level to read, resampling, white outside the slide, bounded memory per read) lives here
+once, so OpenSlide, tifffile and plain images cannot disagree about geometry.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+from bmpipe.errors import SlideError
+from bmpipe.resolution import Mpp
+from bmpipe.slide.checks import check_dimensions, slide_id
+from bmpipe.slide.mpp_metadata import MppReading, resolve_mpp
+from bmpipe.slide.resample import best_level, resample, source_box
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+log = logging.getLogger(__name__)
+
+#: Side, in source pixels, of the blocks a large read is split into: bounds one read's working memory to
+#: ~50 MB even for an overview of a slide that has no pyramid.
+CHUNK_SOURCE_SIDE = 4096
+#: Side of the box decoded when a slide is opened, to find corrupt pixel data before any work starts.
+PROBE_SIDE = 256
+
+
+class BackendRefused(Exception):
+    """This backend's library cannot open the file; the opener tries the next backend and reports all."""
+
+
+class Slide(ABC):
+    """An open slide or image: level-0 geometry and resolution, and reads at any resolution.
+
+    Use as a context manager (or call :meth:`close`). ``properties`` holds only allow-listed technical
+    metadata; label, macro and free-text fields (which can carry patient names) are never copied.
+    """
+
+    backend: ClassVar[str]
+    #: Exceptions the backend's library raises for undecodable pixel data; turned into SlideError.
+    _read_errors: ClassVar[tuple[type[Exception], ...]] = ()
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        level_dimensions: Sequence[tuple[int, int]],
+        level_downsamples: Sequence[float],
+        properties: Mapping[str, str],
+        metadata_mpp: MppReading | None,
+        user_mpp: Mpp | float | None,
+    ) -> None:
+        self.path = path
+        self.id = slide_id(path)
+        self._closed = False
+        check_dimensions(path, *level_dimensions[0])
+        self.level_dimensions = tuple((int(w), int(h)) for w, h in level_dimensions)
+        self.level_downsamples = tuple(float(d) for d in level_downsamples)
+        self.dimensions = self.level_dimensions[0]
+        coarsest = len(self.level_dimensions) - 1
+        width, height = self.level_dimensions[coarsest]
+        self._read_checked(coarsest, 0, 0, min(PROBE_SIDE, width), min(PROBE_SIDE, height))
+        self.mpp, self.mpp_source = resolve_mpp(path, user_mpp, metadata_mpp)
+        self.properties = {
+            **properties,
+            "backend": self.backend,
+            "width": str(self.dimensions[0]),
+            "height": str(self.dimensions[1]),
+            "level-count": str(len(self.level_dimensions)),
+            "mpp": f"{self.mpp.um_per_px:g}",
+            "mpp-source": self.mpp_source,
+        }
+        log.debug("opened %s with %s: %s", path, self.backend, self.properties)
+
+    @abstractmethod
+    def _read_level(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        """(height, width, 3) uint8 RGB of an in-bounds box of ``level``, in that level's pixels."""
+
+    @abstractmethod
+    def _close_handle(self) -> None:
+        """Release the backend's file handle."""
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._close_handle()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r}, {self.dimensions[0]}×{self.dimensions[1]}, {self.mpp})"
+
+    def read_region(self, x: float, y: float, width: int, height: int, mpp: Mpp) -> np.ndarray:
+        """(height, width, 3) uint8 RGB at ``mpp`` whose top-left corner is level-0 point (x, y).
+
+        Reads the coarsest level not coarser than ``mpp``, area-averages when reducing and interpolates
+        bilinearly when enlarging. Outside the slide, and where the file is transparent, pixels are white.
+        """
+        if self._closed:
+            raise ValueError(f"{self.path}: slide is closed")
+        target = mpp if isinstance(mpp, Mpp) else Mpp(mpp)
+        width, height = int(width), int(height)
+        if width < 1 or height < 1:
+            raise ValueError(f"region size must be positive, got {width}×{height}")
+        level = best_level(self.level_downsamples, self.mpp.um_per_px, target.um_per_px)
+        downsample = self.level_downsamples[level]
+        scale = target.um_per_px / (self.mpp.um_per_px * downsample)  # level pixels per output pixel
+        level_x, level_y = x / downsample, y / downsample
+        if abs(scale - 1) < 1e-9 and float(level_x).is_integer() and float(level_y).is_integer():
+            return self._read_padded(level, int(level_x), int(level_y), width, height)
+        margin = 0 if scale > 1 else 1  # bilinear enlarging needs the neighbours of edge pixels
+        step = max(1, int(CHUNK_SOURCE_SIDE / max(scale, 1.0)))
+        out = np.empty((height, width, 3), np.uint8)
+        for out_y in range(0, height, step):
+            for out_x in range(0, width, step):
+                out_w, out_h = min(step, width - out_x), min(step, height - out_y)
+                start_x, start_y = level_x + out_x * scale, level_y + out_y * scale
+                x0, x1 = source_box(start_x, out_w, scale, margin)
+                y0, y1 = source_box(start_y, out_h, scale, margin)
+                src = self._read_padded(level, x0, y0, x1 - x0, y1 - y0)
+                out[out_y : out_y + out_h, out_x : out_x + out_w] = resample(
+                    src, start_x - x0, start_y - y0, scale, out_w, out_h
+                )
+        return out
+
+    def overview(self, max_side: int = 2048) -> tuple[np.ndarray, Mpp]:
+        """The whole slide at the finest resolution whose longest side fits ``max_side``, and that resolution.
+
+        Read from the smallest pyramid level that is at least that large; never enlarged beyond level 0.
+        """
+        if max_side < 1:
+            raise ValueError(f"max_side must be positive, got {max_side}")
+        width, height = self.dimensions
+        factor = max(1.0, max(width, height) / max_side)
+        mpp = Mpp(self.mpp.um_per_px * factor)
+        out_w = min(max_side, max(1, round(width / factor)))
+        out_h = min(max_side, max(1, round(height / factor)))
+        return self.read_region(0, 0, out_w, out_h, mpp), mpp
+
+    def _read_padded(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        """Like :meth:`_read_level` for any box: the part outside the level is white."""
+        level_w, level_h = self.level_dimensions[level]
+        x0, y0 = max(x, 0), max(y, 0)
+        x1, y1 = min(x + width, level_w), min(y + height, level_h)
+        if (x0, y0, x1, y1) == (x, y, x + width, y + height):
+            return self._read_checked(level, x, y, width, height)
+        out = np.full((height, width, 3), 255, np.uint8)
+        if x0 < x1 and y0 < y1:
+            out[y0 - y : y1 - y, x0 - x : x1 - x] = self._read_checked(level, x0, y0, x1 - x0, y1 - y0)
+        return out
+
+    def _read_checked(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        try:
+            return self._read_level(level, x, y, width, height)
+        except self._read_errors as err:
+            raise SlideError(
+                self.path,
+                f"cannot decode its pixels at level {level} ({x}, {y}, {width}×{height}): {err}; "
+                "the file is corrupt, truncated or uses an unsupported compression",
+            ) from err

@@ -1,0 +1,54 @@
+"""``open_slide``: pick the backend that can read a file, or say in one line why none can."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from bmpipe.errors import SlideError
+from bmpipe.resolution import Mpp
+from bmpipe.slide.base import BackendRefused, Slide
+from bmpipe.slide.checks import check_file
+from bmpipe.slide.image_backend import ImageSlide
+from bmpipe.slide.openslide_backend import OpenSlideSlide
+from bmpipe.slide.tiff_backend import TiffSlide, is_ome_tiff
+
+log = logging.getLogger(__name__)
+
+#: Photographs go straight to the image backend; everything else is offered to OpenSlide first.
+PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
+
+_LIBRARY = {OpenSlideSlide: "OpenSlide", TiffSlide: "tifffile", ImageSlide: "image"}
+
+
+def open_slide(path: str | Path, mpp: Mpp | float | None = None) -> Slide:
+    """Open a whole-slide file or a photograph; ``mpp`` (µm/px) overrides the file's own resolution.
+
+    Every failure is a :class:`~bmpipe.errors.SlideError` whose message starts with the path.
+    """
+    path = Path(path)
+    check_file(path)
+    if path.suffix.lower() in PHOTO_SUFFIXES:
+        order: tuple[type[Slide], ...] = (ImageSlide,)
+    elif is_ome_tiff(path):
+        order = (TiffSlide, OpenSlideSlide, ImageSlide)
+    else:
+        order = (OpenSlideSlide, TiffSlide, ImageSlide)
+    reasons = []
+    for backend in order:
+        try:
+            slide = backend(path, mpp)
+        except BackendRefused as refusal:
+            log.debug("%s: %s cannot open it: %s", path, _LIBRARY[backend], refusal)
+            reasons.append(f"{_LIBRARY[backend]}: {refusal}")
+            continue
+        log.info(
+            "%s: opened with %s, %d×%d px at %s (%s)",
+            path,
+            slide.backend,
+            *slide.dimensions,
+            slide.mpp,
+            slide.mpp_source,
+        )
+        return slide
+    raise SlideError(path, f"not a readable slide or image ({'; '.join(reasons)})")

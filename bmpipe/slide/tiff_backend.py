@@ -1,0 +1,180 @@
+"""Pyramidal and OME TIFFs read with tifffile: those OpenSlide cannot open, and OME pyramids it cannot see.
+
+OpenSlide reads an OME-TIFF as a one-level generic TIFF without resolution (its pyramid lives in SubIFDs),
+so OME files come here first. Large levels are never decoded whole: a read decodes only the tiles or strips
+it overlaps, straight from their byte ranges, and keeps recent ones for neighbouring reads.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from bmpipe.resolution import Mpp
+from bmpipe.slide.base import BackendRefused, Slide
+from bmpipe.slide.checks import check_dimensions
+from bmpipe.slide.mpp_metadata import tiff_mpp
+from bmpipe.slide.pixels import to_rgb8
+
+#: A one-level, untiled, non-OME TIFF up to this size is a photograph: the image backend reads it.
+FLAT_TIFF_MAX_PIXELS = 64 * 2**20
+#: Memory kept for decoded tiles, so overlapping reads (tiles with margins) decode each tile once.
+SEGMENT_CACHE_BYTES = 64 * 2**20
+
+_MINISWHITE, _MINISBLACK, _RGB, _YCBCR = 0, 1, 2, 6
+_JPEG_COMPRESSIONS = {6, 7, 33007, 34892}
+
+
+@dataclass(frozen=True)
+class _Level:
+    """One pyramid level: its page and how its pixels are cut into segments (tiles or strips)."""
+
+    page: tifffile.TiffPage
+    width: int
+    height: int
+    segment_width: int
+    segment_height: int
+
+    @property
+    def segments_across(self) -> int:
+        return math.ceil(self.width / self.segment_width)
+
+
+class TiffSlide(Slide):
+    """A tiled or stripped TIFF pyramid (OME or not) read segment by segment."""
+
+    backend = "tifffile"
+    # tifffile and imagecodecs report undecodable data with these (TiffFileError is a ValueError).
+    _read_errors = (ValueError, RuntimeError, NotImplementedError, OSError)
+
+    def __init__(self, path: Path, user_mpp: Mpp | float | None) -> None:
+        try:
+            self._tif = tifffile.TiffFile(path)
+        except Exception as err:  # any parse failure means "not a TIFF tifffile can read"
+            raise BackendRefused(f"{err}") from err
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._cache_bytes = 0
+        try:
+            self._levels = self._parse_levels(path)
+            width, height = self._levels[0].width, self._levels[0].height
+            super().__init__(
+                path,
+                level_dimensions=[(lv.width, lv.height) for lv in self._levels],
+                level_downsamples=[(width / lv.width + height / lv.height) / 2 for lv in self._levels],
+                properties={"format": "ome-tiff" if self._tif.is_ome else "tiff"},
+                metadata_mpp=tiff_mpp(self._tif),
+                user_mpp=user_mpp,
+            )
+        except BaseException:
+            self._tif.close()
+            raise
+
+    def _parse_levels(self, path: Path) -> list[_Level]:
+        try:
+            series = self._tif.series[0]
+            levels = list(series.levels)
+        except Exception as err:  # a TIFF whose structure tifffile cannot make sense of
+            raise BackendRefused(f"no image series ({err})") from err
+        first = levels[0]
+        if first.axes not in ("YX", "YXS"):
+            raise BackendRefused(f"unsupported image layout (axes {first.axes}, shape {first.shape})")
+        check_dimensions(path, first.shape[1], first.shape[0])
+        if (
+            len(levels) == 1
+            and not first.keyframe.is_tiled
+            and not self._tif.is_ome
+            and first.shape[0] * first.shape[1] <= FLAT_TIFF_MAX_PIXELS
+        ):
+            raise BackendRefused("a flat TIFF, read as an image")
+        return [_describe_level(level) for level in levels]
+
+    def _read_level(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        lv = self._levels[level]
+        out = np.empty((height, width, 3), np.uint8)
+        for row in range(y // lv.segment_height, (y + height - 1) // lv.segment_height + 1):
+            for col in range(x // lv.segment_width, (x + width - 1) // lv.segment_width + 1):
+                segment = self._segment(level, row * lv.segments_across + col)
+                top, left = row * lv.segment_height, col * lv.segment_width
+                y0, y1 = max(y, top), min(y + height, top + segment.shape[0])
+                x0, x1 = max(x, left), min(x + width, left + segment.shape[1])
+                out[y0 - y : y1 - y, x0 - x : x1 - x] = segment[y0 - top : y1 - top, x0 - left : x1 - left]
+        return out
+
+    def _segment(self, level: int, index: int) -> np.ndarray:
+        """Decoded RGB of one tile or strip (white where the file stores none)."""
+        key = (level, index)
+        lv = self._levels[level]
+        page = lv.page
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                return cached
+            count = page.databytecounts[index]
+            if count == 0:  # sparse file: the tile was never written
+                return np.full((lv.segment_height, lv.segment_width, 3), 255, np.uint8)
+            handle = self._tif.filehandle
+            handle.seek(page.dataoffsets[index])
+            data = handle.read(count)
+            if len(data) != count:
+                raise ValueError(f"tile {index} is cut short: the file is truncated")
+            decoded, _, _ = page.decode(data, index, jpegtables=page.jpegtables, jpegheader=page.jpegheader)
+            samples = decoded.reshape(decoded.shape[-3:])
+            if page.photometric == _MINISWHITE:
+                samples = np.iinfo(samples.dtype).max - samples
+            rgb = to_rgb8(samples)
+            self._cache[key] = rgb
+            self._cache_bytes += rgb.nbytes
+            while self._cache_bytes > SEGMENT_CACHE_BYTES and len(self._cache) > 1:
+                self._cache_bytes -= self._cache.popitem(last=False)[1].nbytes
+            return rgb
+
+    def _close_handle(self) -> None:
+        self._tif.close()
+
+
+def _describe_level(level: tifffile.TiffPageSeries) -> _Level:
+    """Geometry of a level, refusing layouts read segment by segment cannot handle."""
+    page = level.pages[0]
+    if isinstance(page, tifffile.TiffFrame):  # a frame shares its keyframe's tags; decoding needs a page
+        page = page.aspage()
+    layout = (
+        f"axes {level.axes}, {level.dtype}, photometric {page.photometric}, compression {page.compression}"
+    )
+    supported_photometric = page.photometric in (_MINISWHITE, _MINISBLACK, _RGB) or (
+        page.photometric == _YCBCR and page.compression in _JPEG_COMPRESSIONS
+    )
+    if (
+        level.axes not in ("YX", "YXS")
+        or level.dtype not in (np.uint8, np.uint16)
+        or not supported_photometric
+        or len(level.pages) != 1
+    ):
+        raise BackendRefused(f"unsupported image layout ({layout})")
+    height, width = level.shape[:2]
+    if page.is_tiled:
+        segment_width, segment_height = page.tilewidth, page.tilelength
+    else:
+        segment_width, segment_height = width, min(page.rowsperstrip or height, height)
+    expected = math.ceil(width / segment_width) * math.ceil(height / segment_height)
+    if len(page.dataoffsets) != expected:
+        raise BackendRefused(
+            f"corrupt TIFF: {len(page.dataoffsets)} tiles or strips where a {width}×{height} image needs {expected}"
+        )
+    return _Level(page, width, height, segment_width, segment_height)
+
+
+def is_ome_tiff(path: Path) -> bool:
+    """Whether the file is an OME-TIFF (False for anything tifffile cannot parse)."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return tif.is_ome
+    except Exception:  # noqa: BLE001 - whatever tifffile cannot parse is not an OME-TIFF
+        return False
