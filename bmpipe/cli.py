@@ -31,6 +31,12 @@ def _run(args: argparse.Namespace) -> int:
     settings = RunSettings(
         out_dir=args.out, mpp=args.mpp, regions=args.regions, models_dir=args.models, device=args.device
     )
+    if args.fields:
+        from flows.fields import analyse_fields
+
+        for case in args.paths:
+            log.info("report: %s", analyse_fields(case, settings) / "report.html")
+        return 0
     outcomes = analyse_batch(list(args.paths), settings)
     failed = [o for o in outcomes if o.status != "ok"]
     for o in outcomes:
@@ -52,7 +58,7 @@ def _demo(args: argparse.Namespace) -> int:
                  DEMO_SLIDE["blast_pct"])
         slide.parent.mkdir(parents=True, exist_ok=True)
         make_slide(slide, **DEMO_SLIDE)
-    args.paths, args.mpp, args.regions = [slide], None, "readable"
+    args.paths, args.mpp, args.regions, args.fields = [slide], None, "readable", False
     return _run(args)
 
 
@@ -98,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="level-0 resolution in µm per pixel, when the slide's metadata lacks it")
     run.add_argument("--regions", choices=("readable", "all"), default="readable",
                      help="count cells in the readable monolayer only (default) or the whole smear")
+    run.add_argument("--fields", action="store_true",
+                     help="each folder is one case: its photographs are fields counted into one differential")
     demo = sub.add_parser("demo", help="generate the sample slide if missing and analyse it")
     run_options(run, None)
     run_options(demo, Path("out/demo"))

@@ -12,7 +12,7 @@ from bmpipe.imaging.smear import EDGE, MONOLAYER, THICK
 from bmpipe.taxonomy import Taxonomy
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen before pyplot loads)
+import matplotlib.pyplot as plt
 
 ZONE_RGB = {MONOLAYER: (46, 160, 67), THICK: (200, 40, 40), EDGE: (230, 160, 20)}
 

@@ -46,28 +46,44 @@ class SlideSummary:
     mpp_source: str
     dimensions: tuple[int, int]
     backend: str
+    n_fields: int = 1
 
     @classmethod
-    def of(cls, slide: Slide) -> "SlideSummary":
+    def of(cls, slide: Slide, case_id: str | None = None, n_fields: int = 1) -> SlideSummary:
+        """Summary of ``slide``, or of a case of ``n_fields`` photographs named ``case_id`` like it."""
         return cls(
-            id=slide.id,
-            file=slide.path.name,
+            id=case_id or slide.id,
+            file=slide.path.parent.name if case_id else slide.path.name,
             mpp=str(slide.mpp),
             mpp_source=slide.mpp_source,
             dimensions=tuple(slide.dimensions),
             backend=slide.backend,
+            n_fields=n_fields,
         )
 
 
 @dataclass
 class SlideResult:
+    """Everything a slide's (or a case of fields') outputs are made from."""
+
     slide: SlideSummary
-    smear: SmearMap
+    smear: SmearMap | None  # None for a case of field photographs: there is no overview
     cells: Cells
     differential: Differential
     tiles: TileStats
     models: list[ModelRecord]
     gallery: dict[str, list[bytes]]
+    cell_fields: np.ndarray | None = None  # per cell, the photograph it was found on
+
+    @property
+    def regions_mode(self) -> str:
+        return self.smear.mode if self.smear else "fields"
+
+    def cells_frame(self):
+        frame = self.cells.to_frame()
+        if self.cell_fields is not None:
+            frame.insert(0, "field", self.cell_fields.astype(str))
+        return frame
 
 
 def gallery_crops(slide: Slide, cells: Cells, per_class: int = 8, seed: int = 0) -> dict[str, list[bytes]]:
@@ -93,10 +109,15 @@ def differential_json(result: SlideResult) -> dict[str, Any]:
     data = result.differential.as_dict()
     data["models"] = [m.as_citation() for m in result.models]
     data["resolution_um_per_px"] = result.slide.mpp
-    data["regions"] = result.smear.mode
+    data["regions"] = result.regions_mode
+    data["n_fields"] = result.slide.n_fields
     data["tiles_read"] = result.tiles.tiles_read
     data["software"] = f"bmpipe {__version__}"
     return data
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 def render_html(result: SlideResult) -> str:
@@ -123,20 +144,24 @@ def render_html(result: SlideResult) -> str:
     template = env.from_string(
         resources.files("bmpipe.report").joinpath("templates/report.html.j2").read_text("utf-8")
     )
-    xy = np.stack([result.cells.x, result.cells.y], axis=1) if len(result.cells) else np.zeros((0, 2))
-    b64 = lambda data: base64.b64encode(data).decode("ascii")  # noqa: E731
+    smear = result.smear
+    if smear is not None:
+        xy = np.stack([result.cells.x, result.cells.y], axis=1)
+        overview_png = b64(overview_with_zones(smear.overview, smear.zones, xy, smear.scale))
+    else:
+        overview_png = None
     return template.render(
         slide=result.slide,
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         version=__version__,
         models=[m.as_citation() for m in result.models],
-        regions_mode=result.smear.mode,
+        regions_mode=result.regions_mode,
         diff=diff,
         rows=rows,
         names={c: tax[c].name for c in tax.codes},
         bar_png=b64(class_bar_chart(diff.percent, tax)),
-        overview_png=b64(overview_with_zones(result.smear.overview, result.smear.zones, xy, result.smear.scale)),
-        zone_fractions=result.smear.zone_fractions(),
+        overview_png=overview_png,
+        zone_fractions=smear.zone_fractions() if smear else {},
         gallery={code: [b64(p) for p in pngs] for code, pngs in result.gallery.items()},
         qc=result.tiles,
     )
@@ -151,7 +176,7 @@ def write_slide_outputs(result: SlideResult, out_dir: Path) -> Path:
         (staging / "differential.json").write_text(
             json.dumps(differential_json(result), indent=2, ensure_ascii=False) + "\n", "utf-8"
         )
-        result.cells.to_frame().to_parquet(staging / "cells.parquet", index=False)
+        result.cells_frame().to_parquet(staging / "cells.parquet", index=False)
         (staging / "report.html").write_text(render_html(result), "utf-8")
         os.chmod(staging, 0o755)
         if final.exists():

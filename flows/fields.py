@@ -1,0 +1,67 @@
+"""The case flow for field photographs: every photo in a folder is one field of the same patient's smear.
+
+A lab that photographs ~20 fields at 1000× per patient (as BMSNet did) counts them together: the fields are
+detected and classified one by one, and their cells form one differential and one report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from prefect import flow
+
+from bmpipe.errors import InputError
+from bmpipe.models import load_models
+from bmpipe.records import Cells
+from bmpipe.report.outputs import SlideResult, SlideSummary, gallery_crops, write_slide_outputs
+from bmpipe.slide import open_slide, slide_id
+from bmpipe.stages.detect import TileStats
+from bmpipe.stages.regions import whole_field
+from flows.slide import RunSettings, aggregate, classify, detect
+
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
+
+#: Gallery crops taken per class from each field, so that a case's gallery draws on several fields.
+GALLERY_PER_FIELD = 2
+
+
+def find_fields(case_dir: Path) -> list[Path]:
+    if not case_dir.is_dir():
+        raise InputError(case_dir, "--fields needs a folder of field photographs of one case")
+    fields = sorted(p for p in case_dir.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
+    if not fields:
+        raise InputError(case_dir, f"holds no field photographs ({', '.join(sorted(PHOTO_SUFFIXES))})")
+    return fields
+
+
+@flow(name="analyse-fields")
+def analyse_fields(case_dir: Path, settings: RunSettings) -> Path:
+    """Detect and classify the cells of every field of a case, then one differential and report for all."""
+    models = load_models(settings.models_dir, settings.device)
+    tiles = TileStats()
+    per_field: list[Cells] = []
+    names: list[np.ndarray] = []
+    gallery: dict[str, list[bytes]] = {}
+    fields = find_fields(case_dir)
+    for path in fields:
+        with open_slide(path, mpp=settings.mpp) as field:
+            smear = whole_field(field)
+            cells = classify(field, detect(field, smear, models, tiles), models)
+            for code, crops in gallery_crops(field, cells, per_class=GALLERY_PER_FIELD).items():
+                gallery.setdefault(code, []).extend(crops)
+            summary = SlideSummary.of(field, case_id=slide_id(case_dir), n_fields=len(fields))
+        per_field.append(cells)
+        names.append(np.full(len(cells), path.name, dtype=object))
+    cells = Cells.concat(per_field)
+    result = SlideResult(
+        slide=summary,
+        smear=None,
+        cells=cells,
+        differential=aggregate(cells, summary.id),
+        tiles=tiles,
+        models=models.records,
+        gallery={code: crops[:8] for code, crops in gallery.items()},
+        cell_fields=np.concatenate(names),
+    )
+    return write_slide_outputs(result, settings.out_dir)
