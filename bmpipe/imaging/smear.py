@@ -2,8 +2,8 @@
 
 A marrow smear runs from a thick, piled-up zone (where the drop was) through the monolayer (cells spread,
 red cells just touching) to a thin feathered edge (sparse, torn and smudged cells). On an overview the three
-differ in how much of each block is stained (coverage) and how dark the stained part is (optical density):
-glass is neither, the feathered edge is sparse, the thick zone is covered and dark, the monolayer between.
+differ in optical density averaged over blocks a few cells wide: the thick zone is dark, the feathered
+edge pale, the monolayer between; glass is unstained.
 """
 
 from __future__ import annotations
@@ -16,22 +16,16 @@ import numpy as np
 GLASS, EDGE, MONOLAYER, THICK = 0, 1, 2, 3
 ZONE_NAMES = {GLASS: "glass", EDGE: "edge", MONOLAYER: "monolayer", THICK: "thick"}
 
-#: Optical density (sum over RGB of -log10 transmission) above which a pixel is stained, not glass.
-STAINED_OD = 0.12
-#: Side of the blocks over which coverage and density are measured, in micrometres (a few cells across).
-BLOCK_UM = 40.0
-#: A block with less stained area than this is feathered edge (or glass, when outside the smear).
-EDGE_COVERAGE = 0.35
-#: Mean optical density of a block's stained pixels above which cells are piled up (the thick zone).
-THICK_OD = 0.95
 
-
-@dataclass
+@dataclass(frozen=True)
 class ZoneThresholds:
-    stained_od: float = STAINED_OD
-    block_um: float = BLOCK_UM
-    edge_coverage: float = EDGE_COVERAGE
-    thick_od: float = THICK_OD
+    """How zones are told apart. Densities are relative to the smear's median block, which is monolayer on
+    any smear a lab would scan, so stain intensity differences between slides cancel out."""
+
+    stained_od: float = 0.12  # summed RGB optical density above the glass's at which a pixel is stained
+    block_um: float = 40.0  # side of the blocks density is averaged over: a few cells across
+    thick_ratio: float = 1.6  # piled-up cells: block density this many times the smear's median or more
+    edge_ratio: float = 0.7  # feathered edge: sparse, pale cells, under this share of the median
 
 
 def optical_density(rgb: np.ndarray) -> np.ndarray:
@@ -44,19 +38,20 @@ def zone_map(overview: np.ndarray, overview_mpp_um: float, t: ZoneThresholds | N
     """Per-pixel zone labels (GLASS, EDGE, MONOLAYER, THICK) of an RGB overview at ``overview_mpp_um``."""
     t = t or ZoneThresholds()
     od = optical_density(overview)
-    stained = (od > t.stained_od).astype(np.float32)
-    smear = _smear_mask(stained, overview_mpp_um)
-
-    block = max(1, round(t.block_um / overview_mpp_um))
-    ksize = (block, block)
-    coverage = cv2.blur(stained, ksize, borderType=cv2.BORDER_REFLECT)
-    od_sum = cv2.blur(od * stained, ksize, borderType=cv2.BORDER_REFLECT)
-    stained_od = od_sum / np.maximum(coverage, 1e-6)
-
+    glass = float(np.percentile(od, 1))  # scanners' glass is off-white; the palest pixels are glass
+    smear = _smear_mask(od > glass + t.stained_od, overview_mpp_um)
     zones = np.full(overview.shape[:2], GLASS, dtype=np.uint8)
+    if not smear.any():
+        return zones
+    block = max(1, round(t.block_um / overview_mpp_um))
+    density = cv2.blur(od, (block, block), borderType=cv2.BORDER_REFLECT)
+    median = float(np.median(density[smear]))
     zones[smear] = MONOLAYER
-    zones[smear & (coverage < t.edge_coverage)] = EDGE
-    zones[smear & (stained_od >= t.thick_od) & (coverage >= t.edge_coverage)] = THICK
+    zones[smear & (density < t.edge_ratio * median)] = EDGE
+    thick = (smear & (density >= t.thick_ratio * median)).astype(np.uint8)
+    # a lone dark cell (a megakaryocyte) is not a thick zone: keep only areas at least a block wide
+    thick = cv2.morphologyEx(thick, cv2.MORPH_OPEN, np.ones((block, block), np.uint8))
+    zones[thick.astype(bool)] = THICK
     return zones
 
 

@@ -1,0 +1,52 @@
+import json
+
+import numpy as np
+import pytest
+
+from bmpipe.imaging.smear import EDGE, GLASS, MONOLAYER, THICK, zone_map
+from bmpipe.phantom import make_slide
+from bmpipe.phantom.smear import truth_path
+from bmpipe.slide import open_slide
+from bmpipe.stages.regions import find_smear
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    path = make_slide(tmp_path_factory.mktemp("regions") / "small.tiff", cells=200, blast_pct=5.0, seed=3)
+    return path, json.loads(truth_path(path).read_text())
+
+
+def share_analysed(smear, cells, zone):
+    inside = [c for c in cells if c["zone"] == zone and c["code"] != "PLT"]
+    return smear.analysed_at(np.array([c["x"] for c in inside]), np.array([c["y"] for c in inside])).mean()
+
+
+def test_monolayer_is_read_and_thick_zone_is_not(phantom):
+    path, truth = phantom
+    with open_slide(path) as slide:
+        smear = find_smear(slide)
+        everything = find_smear(slide, "all")
+    assert share_analysed(smear, truth["cells"], "monolayer") >= 0.85
+    assert share_analysed(smear, truth["cells"], "thick") <= 0.2
+    assert share_analysed(everything, truth["cells"], "thick") >= 0.95
+    fractions = smear.zone_fractions()
+    assert fractions["monolayer"] > fractions["thick"] > 0
+    assert {r.kind for r in smear.regions()} >= {"monolayer", "thick"}
+
+
+def test_blank_glass_has_no_smear():
+    glass = np.full((400, 600, 3), (241, 236, 232), np.uint8)
+    glass += np.random.default_rng(0).integers(0, 3, glass.shape, dtype=np.uint8)
+    assert (zone_map(glass, 2.0) == GLASS).all()
+
+
+def test_zones_follow_density():
+    rng = np.random.default_rng(1)
+    img = np.full((300, 900, 3), 242, np.uint8)
+    for x0, x1, p in ((0, 300, 0.9), (300, 600, 0.45), (600, 900, 0.15)):  # thick, monolayer, edge
+        dots = rng.random((300, x1 - x0)) < p
+        img[:, x0:x1][dots] = (150, 90, 140)
+    zones = zone_map(img, 2.0)
+    assert np.median(zones[:, 20:280]) == THICK
+    assert np.median(zones[:, 320:580]) == MONOLAYER
+    assert np.median(zones[:, 620:880]) == EDGE
