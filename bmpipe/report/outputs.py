@@ -24,6 +24,7 @@ from bmpipe import __version__
 from bmpipe.nn.weights import ModelRecord
 from bmpipe.records import Cells
 from bmpipe.report.figures import class_bar_chart, overview_with_zones, png_bytes
+from bmpipe.report.geojson import cells_geojson
 from bmpipe.resolution import Mpp
 from bmpipe.slide import Slide
 from bmpipe.stages.aggregate import Differential
@@ -177,6 +178,10 @@ def write_slide_outputs(result: SlideResult, out_dir: Path) -> Path:
             json.dumps(differential_json(result), indent=2, ensure_ascii=False) + "\n", "utf-8"
         )
         result.cells_frame().to_parquet(staging / "cells.parquet", index=False)
+        if result.smear is not None:  # fields of a case have no common coordinate frame to draw on
+            (staging / "cells.geojson").write_text(
+                json.dumps(cells_geojson(result.cells, result.slide.id)), "utf-8"
+            )
         (staging / "report.html").write_text(render_html(result), "utf-8")
         os.chmod(staging, 0o755)
         if final.exists():
