@@ -33,9 +33,9 @@ def test_hand_made_count():
     assert "smudge cell (KSC)" in d.denominator
 
 
-def test_low_confidence_cells_go_to_unidentified_and_leave_the_denominator():
-    d = differential(make_cells(["BLA", "NGS", "NGS", "NGS"], scores=[0.3, 0.9, 0.9, 0.9]), "case")
-    assert d.n_unidentified == 1 and d.n_counted == 3 and d.blast_pct == 0.0
+def test_unidentified_cells_are_shown_but_leave_the_denominator():
+    d = differential(make_cells(["NIF", "NGS", "NGS", "NGS"], scores=[0.3, 0.9, 0.9, 0.9]), "case")
+    assert d.n_unidentified == 1 and d.counts["NIF"] == 1 and d.n_counted == 3 and d.blast_pct == 0.0
 
 
 def test_dysplasia_share_per_lineage():

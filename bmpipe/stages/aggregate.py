@@ -19,9 +19,9 @@ from bmpipe.records import Cells
 from bmpipe.stats import clopper_pearson
 from bmpipe.taxonomy import GROUPS, Taxonomy, load_taxonomy
 
-#: A cell whose top class probability is below this goes to the unidentified bucket and is left out of the
-#: differential, as CellaVision leaves cells it cannot classify for the reviewer.
-UNIDENTIFIED_BELOW = 0.5
+#: Cells the classifier could not identify confidently carry this code (its threshold travels with the model);
+#: they are shown in the report and left out of the differential, as CellaVision leaves them for the reviewer.
+UNIDENTIFIED = "NIF"
 
 
 @dataclass
@@ -63,14 +63,12 @@ def differential(
     cells: Cells,
     slide: str,
     taxonomy: Taxonomy | None = None,
-    unidentified_below: float = UNIDENTIFIED_BELOW,
     minimum_count: int = 500,
 ) -> Differential:
     """Count classified ``cells`` into a differential over the taxonomy's nucleated-cell denominator."""
     tax = taxonomy or load_taxonomy()
-    unidentified = cells.label_score < unidentified_below
-    labels = cells.label[~unidentified]
-    codes, n_of = np.unique(labels.astype(str), return_counts=True) if len(labels) else ([], [])
+    unidentified = cells.label == UNIDENTIFIED
+    codes, n_of = np.unique(cells.label.astype(str), return_counts=True) if len(cells) else ([], [])
     counts = {code: 0 for code in tax.codes}
     for code, n in zip(codes, n_of):
         tax[code]  # unknown codes are a programming error, not a count
@@ -88,14 +86,14 @@ def differential(
     myeloid = sum(counts[c] for c in tax.me_myeloid)
     erythroid = sum(counts[c] for c in tax.me_erythroid)
 
-    dysplasia_pct, dysplasia_ci95, dysplasia_n = _dysplasia(cells, unidentified, tax)
+    dysplasia_pct, dysplasia_ci95, dysplasia_n = _dysplasia(cells, tax)
     excluded = ", ".join(f"{tax[c].name} ({c})" for c in tax.excluded_codes())
     result = Differential(
         slide=slide,
         n_detected=len(cells),
         n_unidentified=int(unidentified.sum()),
         n_counted=n_counted,
-        denominator=f"all nucleated cells, excluding {excluded} and cells left unidentified",
+        denominator=f"all nucleated cells, excluding {excluded}",
         counts=counts,
         percent=percent,
         percent_ci95=percent_ci95,
@@ -121,7 +119,7 @@ def differential(
 
 
 def _dysplasia(
-    cells: Cells, unidentified: np.ndarray, tax: Taxonomy
+    cells: Cells, tax: Taxonomy
 ) -> tuple[dict[str, float], dict[str, tuple[float, float]], dict[str, int]]:
     """Share of dysplastic cells per scored lineage (criteria.yaml: granulocytic, erythroid, megakaryocytic)."""
     rule = load_criteria()["dysplasia"]
@@ -130,7 +128,7 @@ def _dysplasia(
     )
     pct, ci, n = {}, {}, {}
     for lineage in rule["lineages"]:
-        member = np.isin(cells.label, tax.codes_of_lineage(lineage)) & ~unidentified
+        member = np.isin(cells.label, tax.codes_of_lineage(lineage))
         total = int(member.sum())
         dysplastic = int((member & is_dysplastic).sum())
         pct[lineage] = _pct(dysplastic, total)
