@@ -34,8 +34,8 @@ class TileStats:
 
 
 #: Overlap between tiles in micrometres: wider than twice the radius of the largest nucleated cell counted
-#: whole (a promyelocyte or micromegakaryocyte, ~25 µm), see bmpipe.imaging.tiles.
-OVERLAP_UM = 50.0
+#: whole (a promyelocyte, up to ~25 µm), see bmpipe.imaging.tiles. Megakaryocytes, larger, are not counted.
+OVERLAP_UM = 30.0
 
 
 def plan_tiles(slide: Slide, smear: SmearMap, detector: Detector) -> list[Tile]:
