@@ -59,6 +59,7 @@ def save_model(
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
     tmp = models_dir / (file + ".part")
     save_file(state, str(tmp), metadata={"config": json.dumps(config), "version": version, "name": name})
+    os.chmod(tmp, 0o644)  # readable by the service user a container runs as
     os.replace(tmp, models_dir / file)
     record = ModelRecord(name=name, version=version, sha256=sha256_of(models_dir / file), file=file)
     manifest = _read_manifest(models_dir) if (models_dir / MANIFEST).exists() else {}

@@ -1,0 +1,277 @@
+"""Single-cell classifier: taxonomy class, dysplastic vs normal (Lee 2022) and neutrophil granule grade (Mori 2020).
+
+The network sees a crop of fixed *physical* size (24 µm at 0.25 µm/px) centred on the cell, so a cell's size is
+a feature it can trust whatever the scanner. It is a small residual CNN built here (no downloaded weights) that
+runs at a few hundred crops per second on two CPU cores, so a whole slide is not held up by classification.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from bmpipe.errors import ModelError
+from bmpipe.nn.weights import ModelRecord, default_models_dir, load_weights
+from bmpipe.resolution import Mpp
+from bmpipe.taxonomy import load_taxonomy
+
+log = logging.getLogger(__name__)
+
+#: The resolution every crop is resampled to before classification.
+CLASSIFIER_MPP = Mpp(0.25)
+#: Crop side in pixels at ``CLASSIFIER_MPP`` (24 µm: a myelocyte with margin; a megakaryocyte is cut, on purpose
+#: its nucleus and granular cytoplasm fill the crop, which is what tells it apart).
+CROP_PX = 96
+MODEL_NAME = "classifier"
+#: Codes whose granules are graded 0-3 (Mori 2020 graded decreased granules in neutrophils).
+GRANULE_CODES = ("NGS", "NGB", "MMZ")
+#: Lineages with a normal-vs-dysplastic call (Lee 2022 scored erythroid, granulocytic, megakaryocytic cells).
+DYSPLASIA_LINEAGES = ("granulocytic", "erythroid", "megakaryocytic")
+#: Mori 2020 infers at 16 rotations of 22.5° and keeps the maximum grade (the score depends on orientation).
+GRADE_ROTATIONS = 16
+MAX_GRADE = 3
+#: Below this top-class probability a cell is reported as NIF ("not identifiable") rather than guessed.
+UNIDENTIFIED_CODE = "NIF"
+
+# Per-channel statistics of Giemsa-stained crops (RGB, 0-1) used to centre the input; fixed, not learned.
+_MEAN = (0.80, 0.70, 0.78)
+_STD = (0.14, 0.18, 0.12)
+
+
+def default_config(codes: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """The architecture bmpipe ships; stored in the weight file so the file alone rebuilds the network."""
+    return {
+        "arch": "bmpipe-cellnet-v1",
+        "stem": 24,
+        "widths": [32, 64, 128, 192],
+        "depths": [1, 1, 2, 1],
+        "codes": list(codes),
+        "mpp": CLASSIFIER_MPP.um_per_px,
+        "crop_px": CROP_PX,
+        "heads": {"class": len(codes), "dysplastic": 1, "granule_grade": MAX_GRADE},
+        "granule_codes": list(GRANULE_CODES),
+        "dysplasia_lineages": list(DYSPLASIA_LINEAGES),
+        "grade_rotations": GRADE_ROTATIONS,
+        "unidentified_threshold": 0.30,
+        "mean": list(_MEAN),
+        "std": list(_STD),
+    }
+
+
+class _Block(nn.Module):
+    """Pre-activation-free basic residual block (two 3×3 convs); a 1×1 projection when shape changes."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.short = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            if stride != 1 or cin != cout
+            else nn.Identity()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        y = self.bn2(self.conv2(y))
+        return F.relu(y + self.short(x), inplace=True)
+
+
+class CellNet(nn.Module):
+    """Residual CNN with three heads: class logits, dysplastic logit, granule grade (0-3, sigmoid-scaled).
+
+    The grade is a bounded regression as in Mori 2020 (sigmoid × 3): ordinal, and never outside 0-3.
+    Input is uint8-range float RGB (N, 3, H, W); normalisation happens inside so callers cannot forget it.
+    """
+
+    def __init__(self, config: dict[str, Any]):
+        super().__init__()
+        stem, widths, depths = config["stem"], config["widths"], config["depths"]
+        self.register_buffer("mean", torch.tensor(config["mean"]).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("std", torch.tensor(config["std"]).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.stem = nn.Sequential(nn.Conv2d(3, stem, 3, 2, 1, bias=False), nn.BatchNorm2d(stem), nn.ReLU(inplace=True))
+        layers: list[nn.Module] = []
+        cin = stem
+        for width, depth in zip(widths, depths):
+            for i in range(depth):
+                layers.append(_Block(cin, width, 2 if i == 0 else 1))
+                cin = width
+        self.body = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(0.2)
+        self.class_head = nn.Linear(cin, config["heads"]["class"])
+        self.dysplastic_head = nn.Linear(cin, 1)
+        self.grade_head = nn.Linear(cin, 1)
+        self.max_grade = float(config["heads"]["granule_grade"])
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.mean) / self.std
+        return torch.flatten(F.adaptive_avg_pool2d(self.body(self.stem(x)), 1), 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        f = self.dropout(self.features(x))
+        grade = torch.sigmoid(self.grade_head(f).squeeze(1)) * self.max_grade
+        return self.class_head(f), self.dysplastic_head(f).squeeze(1), grade
+
+
+def fuse_batchnorm(module: nn.Module) -> nn.Module:
+    """Fold every BatchNorm that follows a Conv2d into the conv (in place; eval mode only).
+
+    Inference-only: on two CPU cores it removes a memory-bound pass per layer (≈1.3-1.5× faster predict).
+    """
+    names = list(module._modules)
+    for prev, name in zip([None, *names], names):
+        child = module._modules[name]
+        conv = module._modules.get(prev) if prev is not None else None
+        if isinstance(child, nn.BatchNorm2d) and isinstance(conv, nn.Conv2d):
+            module._modules[prev] = fuse_conv_bn_eval(conv, child)
+            module._modules[name] = nn.Identity()
+        elif child is not None:
+            fuse_batchnorm(child)
+    return module
+
+
+def rotate_batch(x: torch.Tensor, angles_deg: torch.Tensor) -> torch.Tensor:
+    """Rotate each image of ``x`` (N, C, H, W) about its centre; corners are filled by reflection.
+
+    Reflection rather than zeros because a crop's corners are background, and a black corner is a cue the
+    network never saw in training.
+    """
+    a = torch.deg2rad(angles_deg.to(x.dtype))
+    cos, sin = torch.cos(a), torch.sin(a)
+    zero = torch.zeros_like(a)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+@dataclass(frozen=True)
+class CellPredictions:
+    """Per-crop outputs of :meth:`CellClassifier.predict` (arrays of length N)."""
+
+    probs: np.ndarray  # (N, n_codes) float32, softmax over ``codes``
+    label: np.ndarray  # (N,) object: code, or NIF when the top probability is under the threshold
+    label_score: np.ndarray  # (N,) float32: top probability
+    dysplasia_score: np.ndarray  # (N,) float32: probability dysplastic
+    granule_grade: np.ndarray  # (N,) int: 0-3 for NGS/NGB/MMZ predictions (max over 16 rotations), else -1
+    dysplasia_grade: np.ndarray  # (N,) int: granule grade for neutrophils, 0/1 for other scored lineages, else -1
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+
+class CellClassifier:
+    """Verified weights + network + the batched inference the pipeline calls."""
+
+    def __init__(self, model: CellNet, config: dict[str, Any], record: ModelRecord, device: str = "cpu"):
+        self.config = config
+        self.record = record
+        self.mpp = Mpp(config["mpp"])
+        self.crop_px = int(config["crop_px"])
+        self.codes: tuple[str, ...] = tuple(config["codes"])
+        self.device = torch.device(device)
+        self.threshold = float(config["unidentified_threshold"])
+        self.rotations = int(config["grade_rotations"])
+        taxonomy = load_taxonomy()
+        self._granule_mask = np.array([c in config["granule_codes"] for c in self.codes])
+        lineages = set(config["dysplasia_lineages"])
+        self._dysplasia_mask = np.array([taxonomy[c].lineage in lineages for c in self.codes])
+        self._cuda = self.device.type == "cuda"
+        # channels_last helps oneDNN on CPU as much as cuDNN on GPU (≈1.5× measured on 2 cores).
+        self.model = fuse_batchnorm(model.eval()).to(self.device, memory_format=torch.channels_last)
+
+    @classmethod
+    def load(cls, models_dir: Path | None = None, device: str | None = None) -> CellClassifier:
+        """Load the verified ``classifier`` weights; on CUDA when available unless ``device`` says otherwise."""
+        models_dir = models_dir or default_models_dir()
+        state, config, record = load_weights(models_dir, MODEL_NAME)
+        model = CellNet(config)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ModelError(models_dir / record.file, f"weights do not fit the stored architecture ({exc})") from exc
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        log.info("cell classifier %s %s (%s…) on %s", record.name, record.version, record.sha256[:12], device)
+        return cls(model, config, record, device)
+
+    def _tensor(self, crops: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device, non_blocking=True)
+        return x.permute(0, 3, 1, 2).float().contiguous(memory_format=torch.channels_last)
+
+    def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self._cuda:
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            with torch.autocast("cuda", dtype=dtype):
+                logits, dys, grade = self.model(x)
+            return logits.float(), dys.float(), grade.float()
+        return self.model(x)
+
+    @torch.inference_mode()
+    def raw_grade(self, crops: np.ndarray, batch_size: int = 256, upright: np.ndarray | None = None) -> np.ndarray:
+        """Mori 2020's granule score: the maximum regression output over 16 rotations (22.5° steps), unrounded.
+
+        ``upright``, the scores of the unrotated crops when already computed, saves one of the 16 passes.
+        """
+        first = 0 if upright is None else 1
+        angles = torch.arange(first, self.rotations, dtype=torch.float32) * (360.0 / self.rotations)
+        k = len(angles)
+        per_batch = max(1, batch_size // k)
+        out = np.zeros(len(crops), np.float32) if upright is None else upright.astype(np.float32).copy()
+        for start in range(0, len(crops), per_batch):
+            x = self._tensor(crops[start : start + per_batch])
+            n = x.shape[0]
+            xr = rotate_batch(x.repeat_interleave(k, 0), angles.to(x.device).repeat(n))
+            grade = self._run(xr)[2].view(n, k).amax(1).cpu().numpy()
+            out[start : start + n] = np.maximum(out[start : start + n], grade)
+        return out
+
+    @torch.inference_mode()
+    def predict(self, crops: np.ndarray, batch_size: int = 256, grade_neutrophils: bool = True) -> CellPredictions:
+        """Classify ``crops`` (N, crop_px, crop_px, 3) uint8 RGB at ``self.mpp``.
+
+        ``grade_neutrophils=False`` skips the 16-rotation granule pass (granule grades stay -1) when only the
+        differential is wanted.
+        """
+        if crops.ndim != 4 or crops.shape[1:] != (self.crop_px, self.crop_px, 3) or crops.dtype != np.uint8:
+            raise ValueError(
+                f"crops must be uint8 (N, {self.crop_px}, {self.crop_px}, 3) at {self.mpp}; got {crops.dtype} {crops.shape}"
+            )
+        n = len(crops)
+        probs = np.zeros((n, len(self.codes)), np.float32)
+        dys = np.zeros(n, np.float32)
+        upright = np.zeros(n, np.float32)
+        for start in range(0, n, batch_size):
+            logits, d, g = self._run(self._tensor(crops[start : start + batch_size]))
+            stop = start + len(logits)
+            probs[start:stop] = torch.softmax(logits, 1).cpu().numpy()
+            dys[start:stop] = torch.sigmoid(d).cpu().numpy()
+            upright[start:stop] = g.cpu().numpy()
+        top = probs.argmax(1)
+        score = probs[np.arange(n), top]
+        unsure = score < self.threshold
+        label = np.where(unsure, UNIDENTIFIED_CODE, np.array(self.codes, dtype=object)[top]).astype(object)
+
+        granule = np.full(n, -1, np.int64)
+        neutro = self._granule_mask[top] & ~unsure
+        if grade_neutrophils and neutro.any():
+            raw = self.raw_grade(crops[neutro], batch_size, upright[neutro])
+            granule[neutro] = np.clip(np.rint(raw), 0, MAX_GRADE).astype(np.int64)
+        dgrade = np.full(n, -1, np.int64)
+        scored = self._dysplasia_mask[top] & ~unsure
+        dgrade[scored] = (dys[scored] > 0.5).astype(np.int64)
+        if grade_neutrophils:
+            dgrade[neutro] = granule[neutro]
+        return CellPredictions(probs, label, score.astype(np.float32), dys, granule, dgrade)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,347 @@
+"""Training crops for the cell classifier: real public images and phantom cells, all at 0.25 µm/px.
+
+Every crop is resampled from its data set's measured µm/px (``datasets.DATASETS``) to the classifier's, so a
+lymphocyte is the same number of pixels whichever camera took it. Crops are stored larger than the network's
+input (``STORE_PX``) so that rotation, scaling and shifting at training time draw on real surroundings.
+
+Real labels come from PBC file-name prefixes (Acevedo 2020, healthy donors) and SegPC plasma-cell masks
+(myeloma marrow). Dysplasia labels come only from phantom cells, except that PBC's donors had no haematological
+disease, so its granulocytic, erythroid and platelet images are labelled normal (grade 0 for neutrophils).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage as ndi
+
+from bmpipe.nn.cell_classifier import CLASSIFIER_MPP, CROP_PX, DYSPLASIA_LINEAGES, GRANULE_CODES
+from bmpipe.resolution import Mpp
+from bmpipe.taxonomy import load_taxonomy
+from bmpipe.train.datasets import DATASETS
+
+log = logging.getLogger(__name__)
+
+#: Side of a stored crop at ``CLASSIFIER_MPP``: 32 µm, so a 24 µm input rotated by any angle stays mostly inside.
+STORE_PX = 128
+#: PBC file-name prefix → Matek 2021 code (data README). ``IG`` and ``NEUTROPHIL`` name no single code.
+PBC_PREFIXES = {
+    "BA": "BAS", "EO": "EOS", "ERB": "EBO", "PMY": "PMO", "MY": "MYB", "MMY": "MMZ",
+    "BNE": "NGB", "SNE": "NGS", "LY": "LYT", "MO": "MON", "PLATELET": "PLT",
+}
+#: Prefixes resolved only to a PBC group: never trained on, scored at group level in the held-out set.
+PBC_GROUP_ONLY = ("IG", "NEUTROPHIL")
+HELD_OUT_FRACTION = 0.15
+_SPLIT_SALT = "bmpipe-classifier-split-v1"
+#: SegPC blobs smaller than this (pixels at the 512-px field) are mask noise, not cells.
+SEGPC_MIN_AREA = 200
+#: Blobs over this multiple of the median blob area are touching cells sharing one mask: their centre lies
+#: between cells, so they are left out rather than taught as one plasma cell.
+SEGPC_MERGED_FACTOR = 2.2
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+
+
+@dataclass
+class CropSet:
+    """Crops (N, STORE_PX, STORE_PX, 3) uint8 RGB at 0.25 µm/px with their labels; -1 marks 'not labelled'."""
+
+    images: np.ndarray
+    codes: np.ndarray  # str; "" where only the group is known (PBC IG / NEUTROPHIL)
+    sources: np.ndarray  # str: data set name
+    paths: np.ndarray  # str: source image ("" for phantom)
+    dysplastic: np.ndarray  # int8: 1 dysplastic, 0 normal, -1 unknown
+    grades: np.ndarray  # int8: granule grade 0-3, -1 unknown
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def subset(self, index: np.ndarray) -> CropSet:
+        return CropSet(*(getattr(self, f)[index] for f in _FIELDS))
+
+    @staticmethod
+    def concat(sets: Iterable[CropSet]) -> CropSet:
+        sets = [s for s in sets if len(s)]
+        if not sets:
+            return empty_cropset()
+        return CropSet(*(np.concatenate([getattr(s, f) for s in sets]) for f in _FIELDS))
+
+    def centre_crops(self, size: int = CROP_PX) -> np.ndarray:
+        """The network's input: the central ``size`` pixels of every stored crop."""
+        o = (self.images.shape[1] - size) // 2
+        return np.ascontiguousarray(self.images[:, o : o + size, o : o + size])
+
+
+_FIELDS = ("images", "codes", "sources", "paths", "dysplastic", "grades")
+
+
+def empty_cropset() -> CropSet:
+    return CropSet(
+        np.zeros((0, STORE_PX, STORE_PX, 3), np.uint8), np.zeros(0, "U8"), np.zeros(0, "U16"),
+        np.zeros(0, "U256"), np.zeros(0, np.int8), np.zeros(0, np.int8),
+    )
+
+
+def resample(image: np.ndarray, src: Mpp, dst: Mpp = CLASSIFIER_MPP) -> np.ndarray:
+    """Rescale ``image`` from ``src`` to ``dst`` µm/px; area averaging when shrinking so granules do not alias."""
+    f = src.um_per_px / dst.um_per_px
+    if abs(f - 1) < 1e-3:
+        return image
+    interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
+    return cv2.resize(image, None, fx=f, fy=f, interpolation=interp)
+
+
+def crop_centred(image: np.ndarray, cx: float, cy: float, size: int = STORE_PX) -> np.ndarray:
+    """``size``-px square centred on (cx, cy); parts outside the image are mirrored (background, not black)."""
+    x0, y0 = int(np.floor(cx - size / 2 + 0.5)), int(np.floor(cy - size / 2 + 0.5))
+    h, w = image.shape[:2]
+    pad = max(0, -x0, -y0, x0 + size - w, y0 + size - h)
+    if pad:
+        image = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REFLECT_101)
+    return image[y0 + pad : y0 + pad + size, x0 + pad : x0 + pad + size]
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise OSError(f"{path}: not a readable image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def held_out(keys: list[str], groups: list[str], fraction: float = HELD_OUT_FRACTION) -> np.ndarray:
+    """Fixed split: within each group, the ``fraction`` of keys with the smallest salted hash is held out.
+
+    A hash of the file name rather than a random draw, so the split is the same on every machine, in every
+    run, and whatever else is added to the folder.
+    """
+    groups_a = np.asarray(groups)
+    digest = np.array([int(hashlib.sha256(f"{_SPLIT_SALT}/{k}".encode()).hexdigest()[:12], 16) for k in keys])
+    out = np.zeros(len(keys), bool)
+    for g in np.unique(groups_a):
+        idx = np.flatnonzero(groups_a == g)
+        n = int(np.floor(fraction * len(idx) + 0.5))
+        out[idx[np.argsort(digest[idx], kind="stable")[:n]]] = True
+    return out
+
+
+def _normal_labels(codes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Dysplasia labels for images from donors without haematological disease: normal where scored."""
+    taxonomy = load_taxonomy()
+    dys = np.array([0 if c and taxonomy[c].lineage in DYSPLASIA_LINEAGES else -1 for c in codes], np.int8)
+    grade = np.array([0 if c in GRANULE_CODES else -1 for c in codes], np.int8)
+    return dys, grade
+
+
+def _centre_crops_of_files(files: list[Path], mpp: Mpp) -> np.ndarray:
+    out = np.zeros((len(files), STORE_PX, STORE_PX, 3), np.uint8)
+    for i, f in enumerate(files):
+        image = resample(read_rgb(f), mpp)
+        out[i] = crop_centred(image, (image.shape[1] - 1) / 2, (image.shape[0] - 1) / 2)
+    return out
+
+
+def load_pbc(root: Path | None = None) -> tuple[CropSet, CropSet]:
+    """(train, held-out) PBC crops. Held-out also holds the group-only IG/NEUTROPHIL images (code "")."""
+    spec = DATASETS["pbc"]
+    root = root or spec.path
+    files = sorted(root.glob("*/*.jpg"))
+    prefixes = [f.name.split("_")[0].upper() for f in files]
+    keep = [p in PBC_PREFIXES or p in PBC_GROUP_ONLY for p in prefixes]
+    files = [f for f, k in zip(files, keep) if k]
+    prefixes = [p for p, k in zip(prefixes, keep) if k]
+    codes = [PBC_PREFIXES.get(p, "") for p in prefixes]
+    test = held_out([f.name for f in files], prefixes)
+    dys, grade = _normal_labels(codes)
+    crops = CropSet(
+        _centre_crops_of_files(files, spec.mpp), np.array(codes, "U8"), np.full(len(files), "pbc", "U16"),
+        np.array([str(f) for f in files], "U256"), dys, grade,
+    )
+    train = ~test & (crops.codes != "")
+    log.info("PBC %s: %d train, %d held out (%d group-only)", root, train.sum(), test.sum(), (test & (crops.codes == "")).sum())
+    return crops.subset(np.flatnonzero(train)), crops.subset(np.flatnonzero(test))
+
+
+def _segpc_centres(mask: np.ndarray) -> list[tuple[float, float, int]]:
+    """(x, y, area) of every mask blob above ``SEGPC_MIN_AREA`` pixels."""
+    labels, n = ndi.label(mask)
+    if n == 0:
+        return []
+    areas = np.bincount(labels.ravel())[1:]
+    centres = ndi.center_of_mass(mask, labels, np.arange(1, n + 1))
+    return [(x, y, a) for (y, x), a in zip(centres, areas) if a > SEGPC_MIN_AREA]
+
+
+def load_segpc(root: Path | None = None) -> tuple[CropSet, CropSet]:
+    """(train, held-out) plasma-cell crops cut around SegPC mask blobs; split by field, not by cell."""
+    spec = DATASETS["segpc"]
+    root = root or spec.path
+    images = sorted((root / "images").glob("*.jpg"))
+    blobs: list[tuple[Path, float, float, float]] = []
+    for path in images:
+        mask_path = root / "masks" / path.name
+        if not mask_path.exists():
+            continue
+        mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE) > 127
+        blobs += [(path, x, y, a) for x, y, a in _segpc_centres(mask)]
+    if not blobs:
+        return empty_cropset(), empty_cropset()
+    median = float(np.median([b[3] for b in blobs]))
+    single = [b for b in blobs if b[3] <= SEGPC_MERGED_FACTOR * median]
+    f = spec.mpp.um_per_px / CLASSIFIER_MPP.um_per_px
+    crops, paths = [], []
+    for path in sorted({b[0] for b in single}):
+        image = resample(read_rgb(path), spec.mpp)
+        for _, x, y, _ in (b for b in single if b[0] == path):
+            crops.append(crop_centred(image, (x + 0.5) * f - 0.5, (y + 0.5) * f - 0.5))
+            paths.append(str(path))
+    n = len(crops)
+    fields = sorted(set(paths))
+    test_fields = {p for p, t in zip(fields, held_out(fields, ["PLM"] * len(fields))) if t}
+    test = np.array([p in test_fields for p in paths])
+    crops_set = CropSet(
+        np.stack(crops), np.full(n, "PLM", "U8"), np.full(n, "segpc", "U16"), np.array(paths, "U256"),
+        np.full(n, -1, np.int8), np.full(n, -1, np.int8),
+    )
+    log.info("SegPC %s: %d plasma cells (%d merged blobs left out), %d held out",
+             root, n, len(blobs) - n, test.sum())
+    return crops_set.subset(np.flatnonzero(~test)), crops_set.subset(np.flatnonzero(test))
+
+
+def load_folder(root: Path, mpp: Mpp, name: str = "folder") -> tuple[CropSet, CropSet]:
+    """(train, held-out) from class-code folders: ImageFolder (``NGS/x.jpg``) or Matek's nested layout
+    (``NGS/0001-1000/NGS_00001.jpg``). Folders that are not taxonomy codes are skipped with a warning."""
+    taxonomy = load_taxonomy()
+    files, codes = [], []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        code = folder.name.upper()
+        if code not in taxonomy.codes:
+            log.warning("%s: folder %r is not a taxonomy code; skipped", root, folder.name)
+            continue
+        found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        files += found
+        codes += [code] * len(found)
+    if not files:
+        raise FileNotFoundError(f"{root}: no images under class-code folders")
+    test = held_out([str(f.relative_to(root)) for f in files], codes)
+    n = len(files)
+    crops = CropSet(
+        _centre_crops_of_files(files, mpp), np.array(codes, "U8"), np.full(n, name, "U16"),
+        np.array([str(f) for f in files], "U256"), np.full(n, -1, np.int8), np.full(n, -1, np.int8),
+    )
+    log.info("%s %s at %s: %d train, %d held out", name, root, mpp, (~test).sum(), test.sum())
+    return crops.subset(np.flatnonzero(~test)), crops.subset(np.flatnonzero(test))
+
+
+def phantom_available() -> bool:
+    try:
+        from bmpipe.phantom import cell_crops  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def load_phantom(n_per_code: int, seed: int, codes: Iterable[str] | None = None) -> CropSet:
+    """Phantom cells rendered at 0.25 µm/px with exact class and dysplasia labels."""
+    from bmpipe.phantom import cell_crops
+
+    images, crop_codes, grades, dysplastic = cell_crops(
+        n_per_code, seed, mpp=CLASSIFIER_MPP, size_px=STORE_PX, codes=list(codes) if codes else None
+    )
+    taxonomy = load_taxonomy()
+    crop_codes = [str(c) for c in crop_codes]
+    scored = np.array([taxonomy[c].lineage in DYSPLASIA_LINEAGES for c in crop_codes])
+    n = len(crop_codes)
+    return CropSet(
+        np.asarray(images, np.uint8), np.array(crop_codes, "U8"), np.full(n, "phantom", "U16"),
+        np.full(n, "", "U256"),
+        np.where(scored, np.asarray(dysplastic, bool).astype(np.int8), -1).astype(np.int8),
+        np.where(np.asarray(grades) >= 0, np.clip(grades, 0, 3), -1).astype(np.int8),  # phantom says which
+    )
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Batched training augmentation, on tensors (one pass per batch, no worker processes on 2 cores).
+
+    Geometry: any rotation, flips, scale ±10 %, a shift of a few pixels (detector centring error).
+    Colour: stain jitter in optical density (how Giemsa batches and staining times differ), hue/saturation,
+    brightness/contrast, slight blur and sensor noise.
+    """
+
+    out_px: int = CROP_PX
+    scale: float = 0.10
+    shift_px: float = 4.0
+    stain: float = 0.05
+    hue: float = 0.04
+    saturation: float = 0.20
+    brightness: float = 0.08
+    contrast: float = 0.15
+    blur_p: float = 0.3
+    noise: float = 4.0
+
+    def __call__(self, images: np.ndarray, gen: torch.Generator) -> torch.Tensor:
+        """uint8 (B, S, S, 3) → float (B, 3, out_px, out_px) in 0-255."""
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
+        b, _, s, _ = x.shape
+        x = self._geometry(x, gen, s)
+        x = self._stain(x, gen)
+        x = self._blur(x, gen)
+        x = x + torch.randn(x.shape, generator=gen) * self.noise * torch.rand(b, 1, 1, 1, generator=gen)
+        return x.clamp_(0, 255)
+
+    def _u(self, gen: torch.Generator, *shape: int, lo: float = -1.0, hi: float = 1.0) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(shape, generator=gen)
+
+    def _geometry(self, x: torch.Tensor, gen: torch.Generator, s: int) -> torch.Tensor:
+        b = x.shape[0]
+        angle = self._u(gen, b, lo=0.0, hi=2 * np.pi)
+        zoom = (self.out_px / s) * (1 + self.scale * self._u(gen, b))
+        flip = torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0)
+        cos, sin = torch.cos(angle) * zoom, torch.sin(angle) * zoom
+        shift = self._u(gen, b, 2) * self.shift_px * 2 / s
+        theta = torch.stack(
+            [torch.stack([cos * flip, -sin, shift[:, 0]], 1), torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1
+        )
+        grid = F.affine_grid(theta, [b, 3, self.out_px, self.out_px], align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+    def _stain(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        b = x.shape[0]
+        od = -torch.log((x + 1) / 256)
+        mix = torch.eye(3) + self.stain * torch.randn(b, 3, 3, generator=gen)
+        x = 256 * torch.exp(-torch.einsum("bchw,bcd->bdhw", od, mix)) - 1
+        # hue rotation and saturation scaling in YIQ (linear, so one matrix per image)
+        a = self.hue * np.pi * self._u(gen, b)
+        sat = 1 + self.saturation * self._u(gen, b)
+        rot = torch.zeros(b, 3, 3)
+        rot[:, 0, 0] = 1
+        rot[:, 1, 1], rot[:, 1, 2] = torch.cos(a) * sat, -torch.sin(a) * sat
+        rot[:, 2, 1], rot[:, 2, 2] = torch.sin(a) * sat, torch.cos(a) * sat
+        m = _YIQ_INV @ rot @ _YIQ
+        x = torch.einsum("bdc,bchw->bdhw", m, x)
+        mean = x.mean((1, 2, 3), keepdim=True)
+        contrast = 1 + self.contrast * self._u(gen, b, 1, 1, 1)
+        bright = 255 * self.brightness * self._u(gen, b, 1, 1, 1)
+        return (x - mean) * contrast + mean + bright
+
+    def _blur(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        b = x.shape[0]
+        sigma = torch.where(torch.rand(b, generator=gen) < self.blur_p, self._u(gen, b, lo=0.4, hi=1.1), 0.01)
+        r = torch.arange(-2, 3, dtype=torch.float32)
+        k = torch.exp(-(r[None] ** 2) / (2 * sigma[:, None] ** 2))
+        k = (k / k.sum(1, keepdim=True)).repeat_interleave(3, 0)  # (3B, 5)
+        y = x.reshape(1, 3 * b, *x.shape[2:])
+        y = F.conv2d(F.pad(y, (2, 2, 0, 0), mode="reflect"), k[:, None, None, :], groups=3 * b)
+        y = F.conv2d(F.pad(y, (0, 0, 2, 2), mode="reflect"), k[:, None, :, None], groups=3 * b)
+        return y.reshape_as(x)
+
+
+_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_INV = torch.linalg.inv(_YIQ)

@@ -1,0 +1,170 @@
+"""Cell classifier: config round trip, predict() contract, shipped weights on real PBC cells, tamper refusal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bmpipe.errors import ModelError
+from bmpipe.nn.cell_classifier import (
+    CLASSIFIER_MPP,
+    CROP_PX,
+    CellClassifier,
+    CellNet,
+    default_config,
+    rotate_batch,
+)
+from bmpipe.nn.weights import default_models_dir, save_model
+from bmpipe.train.cell_data import (
+    PBC_PREFIXES,
+    STORE_PX,
+    Augment,
+    crop_centred,
+    held_out,
+    load_folder,
+    read_rgb,
+    resample,
+)
+from bmpipe.train.classifier import PBC_GROUP_OF_CODE
+from bmpipe.train.datasets import DATASETS
+
+torch.set_num_threads(2)
+CODES = ("NGS", "EBO", "LYT", "PLM", "NIF")
+
+
+def _tiny(tmp_path: Path, bias_code: str | None = None) -> CellClassifier:
+    config = default_config(CODES)
+    config.update(stem=8, widths=[8, 16], depths=[1, 1])
+    torch.manual_seed(0)
+    model = CellNet(config)
+    if bias_code is not None:  # make every crop predict ``bias_code`` with certainty
+        with torch.no_grad():
+            model.class_head.weight.zero_()
+            model.class_head.bias.fill_(-20.0)
+            model.class_head.bias[CODES.index(bias_code)] = 20.0
+    save_model(model, tmp_path, "classifier", "test", config)
+    return CellClassifier.load(tmp_path, device="cpu")
+
+
+def _crops(n: int = 6) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (n, CROP_PX, CROP_PX, 3), dtype=np.uint8)
+
+
+def test_round_trip_and_predict_contract(tmp_path: Path) -> None:
+    clf = _tiny(tmp_path)
+    assert clf.codes == CODES and clf.mpp == CLASSIFIER_MPP and clf.crop_px == CROP_PX
+    assert clf.record.name == "classifier" and len(clf.record.sha256) == 64
+    pred = clf.predict(_crops(), batch_size=4)
+    assert pred.probs.shape == (6, len(CODES)) and pred.probs.dtype == np.float32
+    np.testing.assert_allclose(pred.probs.sum(1), 1.0, atol=1e-5)
+    assert pred.label.dtype == object and set(pred.label) <= set(CODES)
+    for field in (pred.label_score, pred.dysplasia_score, pred.granule_grade, pred.dysplasia_grade):
+        assert field.shape == (6,)
+    assert ((pred.dysplasia_score >= 0) & (pred.dysplasia_score <= 1)).all()
+    empty = clf.predict(np.zeros((0, CROP_PX, CROP_PX, 3), np.uint8))
+    assert empty.probs.shape == (0, len(CODES)) and len(empty) == 0
+
+
+@pytest.mark.parametrize(
+    ("code", "granule", "dysplasia"),
+    [("LYT", {-1}, {-1}), ("PLM", {-1}, {-1}), ("EBO", {-1}, {0, 1}), ("NGS", {0, 1, 2, 3}, {0, 1, 2, 3})],
+)
+def test_grades_follow_the_predicted_lineage(tmp_path: Path, code: str, granule: set, dysplasia: set) -> None:
+    pred = _tiny(tmp_path, code).predict(_crops())
+    assert set(pred.label) == {code}
+    assert set(pred.granule_grade.tolist()) <= granule
+    assert set(pred.dysplasia_grade.tolist()) <= dysplasia
+    if code == "NGS":
+        np.testing.assert_array_equal(pred.granule_grade, pred.dysplasia_grade)
+
+
+def test_uncertain_cells_are_not_identifiable(tmp_path: Path) -> None:
+    clf = _tiny(tmp_path)
+    with torch.no_grad():
+        head = clf.model.class_head
+        head.weight.zero_()
+        head.bias.zero_()  # uniform over 5 codes: top probability 0.2 < threshold
+    pred = clf.predict(_crops(3))
+    assert list(pred.label) == ["NIF"] * 3
+    assert (pred.granule_grade == -1).all() and (pred.dysplasia_grade == -1).all()
+
+
+def test_wrong_crop_shape_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="crops must be uint8"):
+        _tiny(tmp_path).predict(np.zeros((2, 64, 64, 3), np.uint8))
+
+
+def test_tampered_weights_are_refused(tmp_path: Path) -> None:
+    _tiny(tmp_path)
+    path = tmp_path / "classifier.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="does not match the manifest"):
+        CellClassifier.load(tmp_path, device="cpu")
+
+
+def test_rotation_by_zero_is_identity() -> None:
+    x = torch.rand(2, 3, 16, 16)
+    torch.testing.assert_close(rotate_batch(x, torch.zeros(2)), x, atol=1e-5, rtol=0)
+
+
+def test_augment_shape_and_range() -> None:
+    images = np.random.default_rng(1).integers(0, 256, (4, STORE_PX, STORE_PX, 3), dtype=np.uint8)
+    out = Augment()(images, torch.Generator().manual_seed(0))
+    assert out.shape == (4, 3, CROP_PX, CROP_PX) and out.min() >= 0 and out.max() <= 255
+
+
+def test_held_out_split_is_fixed_and_per_class() -> None:
+    keys = [f"img{i}" for i in range(200)]
+    groups = ["a"] * 100 + ["b"] * 100
+    split = held_out(keys, groups)
+    assert split[:100].sum() == 15 and split[100:].sum() == 15
+    order = np.random.default_rng(0).permutation(200)  # the same files are held out in any listing order
+    shuffled = held_out([keys[i] for i in order], [groups[i] for i in order])
+    assert {keys[i] for i in order[shuffled]} == {k for k, s in zip(keys, split) if s}
+
+
+def test_crop_centred_mirrors_outside() -> None:
+    image = np.arange(10 * 10 * 3, dtype=np.uint8).reshape(10, 10, 3)
+    assert crop_centred(image, 0, 0, 8).shape == (8, 8, 3)
+
+
+def test_folder_layouts_image_folder_and_matek(tmp_path: Path) -> None:
+    """Class-code folders, flat (ImageFolder) or nested (Matek's ``NGS/0001-1000/``); other folders skipped."""
+    import cv2
+
+    image = np.full((100, 100, 3), 200, np.uint8)
+    for rel in ("NGS/a.png", "NGS/b.png", "lyt/c.png", "EBO/0001-1000/EBO_00001.jpg", "notes/d.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / rel), image)
+    train, test = load_folder(tmp_path, CLASSIFIER_MPP)
+    assert sorted([*train.codes, *test.codes]) == ["EBO", "LYT", "NGS", "NGS"]
+    assert train.images.shape[1:] == (STORE_PX, STORE_PX, 3)
+
+
+SHIPPED = default_models_dir() / "classifier.safetensors"
+PBC = DATASETS["pbc"].path
+
+
+@pytest.mark.skipif(not SHIPPED.exists(), reason="shipped classifier weights absent (models/classifier.safetensors)")
+@pytest.mark.skipif(not PBC.is_dir(), reason="PBC images absent ($BMPIPE_DATA/pbc)")
+def test_shipped_weights_get_real_pbc_groups_right() -> None:
+    """Three held-out images per PBC class (never trained on) should land in the right group."""
+    clf = CellClassifier.load(device="cpu")
+    files = sorted(PBC.glob("*/*.jpg"))
+    prefixes = [f.name.split("_")[0] for f in files]
+    split = held_out([f.name for f in files], prefixes)
+    chosen = []
+    for prefix in PBC_PREFIXES:
+        chosen += [f for f, p, t in zip(files, prefixes, split) if p == prefix and t][:3]
+    crops = []
+    for f in chosen:
+        image = resample(read_rgb(f), DATASETS["pbc"].mpp, clf.mpp)
+        crops.append(crop_centred(image, (image.shape[1] - 1) / 2, (image.shape[0] - 1) / 2, clf.crop_px))
+    pred = clf.predict(np.stack(crops))
+    right = [PBC_GROUP_OF_CODE.get(str(p)) == f.parent.name for p, f in zip(pred.label, chosen)]
+    assert np.mean(right) >= 0.8, list(zip([f.name for f in chosen], pred.label))
