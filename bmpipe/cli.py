@@ -140,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else logging.INFO,
         format="%(levelname)s %(message)s" if not args.debug else "%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    if not args.debug:  # the flow's local API server chatters on every request
+        for noisy in ("httpx", "httpcore", "prefect", "uvicorn"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return args.func(args)
     except BmpipeError as exc:

@@ -24,8 +24,17 @@ def png_bytes(rgb: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
+def jpeg_bytes(rgb: np.ndarray, quality: int = 85) -> bytes:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("could not encode JPEG")
+    return buf.tobytes()
+
+
 def overview_with_zones(overview: np.ndarray, zones: np.ndarray, cells_xy: np.ndarray, scale: float) -> bytes:
-    """The overview with zone outlines (green monolayer, red thick, amber edge) and a cell-density heat map."""
+    """The overview (JPEG: it is a photograph, and must keep the report light) with zone outlines (green
+    monolayer, red thick, amber edge) and a cell-density heat map."""
     out = overview.copy()
     for zone, rgb in ZONE_RGB.items():
         mask = (zones == zone).astype(np.uint8)
@@ -41,7 +50,7 @@ def overview_with_zones(overview: np.ndarray, zones: np.ndarray, cells_xy: np.nd
         heat = cv2.applyColorMap((density * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)[..., ::-1]
         alpha = (0.55 * density)[..., None]
         out = (out * (1 - alpha) + heat * alpha).astype(np.uint8)
-    return png_bytes(out)
+    return jpeg_bytes(out)
 
 
 def class_bar_chart(percent: dict[str, float], taxonomy: Taxonomy) -> bytes:

@@ -148,9 +148,9 @@ def render_html(result: SlideResult) -> str:
     smear = result.smear
     if smear is not None:
         xy = np.stack([result.cells.x, result.cells.y], axis=1)
-        overview_png = b64(overview_with_zones(smear.overview, smear.zones, xy, smear.scale))
+        overview_jpg = b64(overview_with_zones(smear.overview, smear.zones, xy, smear.scale))
     else:
-        overview_png = None
+        overview_jpg = None
     return template.render(
         slide=result.slide,
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -161,7 +161,7 @@ def render_html(result: SlideResult) -> str:
         rows=rows,
         names={c: tax[c].name for c in tax.codes},
         bar_png=b64(class_bar_chart(diff.percent, tax)),
-        overview_png=overview_png,
+        overview_jpg=overview_jpg,
         zone_fractions=smear.zone_fractions() if smear else {},
         gallery={code: [b64(p) for p in pngs] for code, pngs in result.gallery.items()},
         qc=result.tiles,
