@@ -43,18 +43,24 @@ DATASETS = {
             "CC BY 4.0",
         ),
         RealDataset(
-            "txl_pbc", "txl_pbc", Mpp(0.09),
-            "median red-cell box side ~82 px taken as 7.5 µm",
+            "txl_pbc", "txl_pbc", Mpp(0.104),
+            "median equivalent diameter ~71 px of isolated round red cells (the pbc rule) taken as 7.5 µm; true "
+            "of its 360×363 (PBC) and 416×416 fields only: it merges sources whose fields differ, 575×575 "
+            "~0.062 (red cells ~121 px), 640×480 (= BCCD fields) ~0.083 (per-size values in "
+            "bmpipe.train.detector_data.TXL_PBC_MPP)",
             "MIT",
         ),
         RealDataset(
-            "bccd", "bccd/BCCD", Mpp(0.074),
-            "median red-cell box side ~102 px (640x480 fields) taken as 7.5 µm",
+            "bccd", "bccd/BCCD", Mpp(0.083),
+            "median equivalent diameter ~90 px of isolated round red cells (the pbc rule, 104 cells in 150 "
+            "fields) taken as 7.5 µm",
             "MIT",
         ),
         RealDataset(
-            "segpc", "segpc/train", Mpp(0.16),
-            "median plasma-cell mask diameter ~83 px (512x512 resized fields) taken as 13 µm",
+            "segpc", "segpc/train", Mpp(0.185),
+            "burnt-in 10 µm scale bar ~54 px long on the 263 fields letterboxed with 60 rows (red cells there "
+            "~40-45 px); the 35 fields with 64 rows of letterbox (ids 106-606, no bar) are ~0.23, from "
+            "plasma-cell and red-cell size (per-field values in bmpipe.train.detector_data)",
             "CC BY-NC-SA 4.0",
         ),
     )

@@ -1,0 +1,72 @@
+"""The real flow with the shipped models on phantom slides of known composition, as ``bmpipe run`` runs it."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from bmpipe.cli import DEMO_SLIDE, main
+from bmpipe.nn.weights import default_models_dir
+from bmpipe.phantom import make_slide
+
+pytestmark = pytest.mark.skipif(
+    not (default_models_dir() / "manifest.json").exists(), reason="shipped models are absent"
+)
+
+#: The demo slide and two more of other seeds at the blast percentages on either side of the WHO ranges.
+SLIDES = {
+    "demo": DEMO_SLIDE,
+    "low-blasts": {"cells": 1200, "blast_pct": 3.0, "seed": 7},
+    "high-blasts": {"cells": 1200, "blast_pct": 25.0, "seed": 11},
+}
+DIFFERENTIAL_KEYS = {
+    "slide", "n_counted", "counts", "percent", "blast_pct", "blast_ci95", "me_ratio", "dysplasia_pct",
+    "findings", "models",
+}
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    """Three phantom slides and a file that is not a slide, analysed in one ``bmpipe run``."""
+    root = tmp_path_factory.mktemp("e2e")
+    inbox = root / "inbox"
+    inbox.mkdir()
+    for name, spec in SLIDES.items():
+        make_slide(inbox / f"{name}.tiff", **spec)
+    (inbox / "notes.svs").write_text("not a slide")
+    out = root / "out"
+    code = main(["run", str(inbox), "--out", str(out)])
+    return inbox, out, code
+
+
+def test_each_slide_gets_a_complete_output_folder(batch):
+    inbox, out, code = batch
+    assert code == 1  # the text file named .svs failed, and the run says so
+    manifest = pd.read_csv(out / "manifest.csv")
+    assert dict(zip(manifest.slide.map(lambda p: p.split("/")[-1]), manifest.status)) == {
+        "demo.tiff": "ok", "high-blasts.tiff": "ok", "low-blasts.tiff": "ok", "notes.svs": "failed",
+    }
+    assert "notes.svs" in manifest.loc[manifest.status == "failed", "error"].item()
+    for name in SLIDES:
+        folder = out / name
+        data = json.loads((folder / "differential.json").read_text())
+        assert DIFFERENTIAL_KEYS <= set(data)
+        assert all(len(m) == 3 and len(m[2]) == 64 for m in data["models"])
+        cells = pd.read_parquet(folder / "cells.parquet")
+        assert {"x", "y", "x0", "y0", "x1", "y1", "label", "label_score", "dysplasia_grade"} <= set(cells.columns)
+        not_counted = sum(n for code, n in data["counts"].items() if code not in data["percent"])
+        assert len(cells) == data["n_counted"] + not_counted  # unidentified (NIF) cells are among the latter
+        html = (folder / "report.html").read_text()
+        assert "not a diagnostic device" in html and data["findings"][1]["text"].split(" (")[0] in html
+    assert not list(out.glob(".*partial"))
+
+
+@pytest.mark.parametrize("name", list(SLIDES))
+def test_blast_percentage_within_2_points_of_the_truth(batch, name):
+    inbox, out, _ = batch
+    truth = json.loads((inbox / f"{name}.truth.json").read_text())["differential_monolayer"]
+    reported = json.loads((out / name / "differential.json").read_text())
+    assert reported["n_counted"] >= 0.8 * truth["n_counted"]
+    assert abs(reported["blast_pct"] - truth["blast_pct"]) <= 2.0, (reported["blast_pct"], truth["blast_pct"])
