@@ -11,6 +11,7 @@ from pathlib import Path
 from prefect import flow
 
 from bmpipe.errors import BmpipeError
+from bmpipe.slide import open_slide
 from flows.slide import RunSettings, analyse_slide
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ def analyse_batch(paths: list[Path], settings: RunSettings) -> list[SlideOutcome
     for path in find_slides(paths):
         start = time.perf_counter()
         try:
+            with open_slide(path, mpp=settings.mpp):  # bad input fails here, in one line, before the flow
+                pass
             output = analyse_slide(path, settings)
             outcomes.append(SlideOutcome(str(path), "ok", "", time.perf_counter() - start, str(output)))
         except BmpipeError as exc:  # bad input: one clear line, no traceback
