@@ -247,13 +247,36 @@ def phantom_available() -> bool:
     return True
 
 
+#: Slides are scanned at ~0.1 µm/px and resampled to the classifier's 0.25 µm/px, which softens chromatin
+#: differently from drawing a cell at 0.25 directly (blasts then drift towards immature lymphocytes), so half
+#: of the phantom cells are drawn at this scan resolution, JPEG-compressed as a scanner does, and resampled.
+SCAN_MPP = Mpp(0.1)
+SCAN_JPEG_QUALITY = 90
+
+
+def as_scanned(images: np.ndarray, size_px: int) -> np.ndarray:
+    """Scan-resolution crops JPEG-compressed and area-resampled to ``size_px``, as the pipeline reads them."""
+    out = np.empty((len(images), size_px, size_px, 3), np.uint8)
+    for i, image in enumerate(images):
+        _, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, SCAN_JPEG_QUALITY])
+        out[i] = cv2.resize(cv2.imdecode(jpeg, cv2.IMREAD_UNCHANGED), (size_px, size_px),
+                            interpolation=cv2.INTER_AREA)
+    return out
+
+
 def load_phantom(n_per_code: int, seed: int, codes: Iterable[str] | None = None) -> CropSet:
-    """Phantom cells rendered at 0.25 µm/px with exact class and dysplasia labels."""
+    """Phantom cells with exact class and dysplasia labels: half drawn at 0.25 µm/px, half as scanned."""
     from bmpipe.phantom import cell_crops
 
-    images, crop_codes, grades, dysplastic = cell_crops(
-        n_per_code, seed, mpp=CLASSIFIER_MPP, size_px=STORE_PX, codes=list(codes) if codes else None
-    )
+    codes = list(codes) if codes else None
+    direct = cell_crops(max(1, n_per_code // 2), seed, mpp=CLASSIFIER_MPP, size_px=STORE_PX, codes=codes)
+    scan_px = round(STORE_PX * SCAN_MPP.factor_to(CLASSIFIER_MPP))
+    scanned = cell_crops(max(1, n_per_code - n_per_code // 2), seed + 1, mpp=SCAN_MPP, size_px=scan_px,
+                         codes=codes)
+    images = np.concatenate([direct[0], as_scanned(scanned[0], STORE_PX)])
+    crop_codes = list(direct[1]) + list(scanned[1])
+    grades = np.concatenate([direct[2], scanned[2]])
+    dysplastic = np.concatenate([direct[3], scanned[3]])
     taxonomy = load_taxonomy()
     crop_codes = [str(c) for c in crop_codes]
     scored = np.array([taxonomy[c].lineage in DYSPLASIA_LINEAGES for c in crop_codes])
