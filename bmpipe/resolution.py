@@ -34,9 +34,5 @@ class Mpp:
         """Length in pixels at this resolution of ``microns`` micrometres."""
         return microns / self.um_per_px
 
-    def um(self, pixels: float) -> float:
-        """Length in micrometres of ``pixels`` pixels at this resolution."""
-        return pixels * self.um_per_px
-
     def __str__(self) -> str:
         return f"{self.um_per_px:g} µm/px"
