@@ -15,12 +15,13 @@ from bmpipe.errors import InputError
 from bmpipe.models import load_models
 from bmpipe.records import Cells
 from bmpipe.report.outputs import SlideResult, SlideSummary, gallery_crops, write_slide_outputs
-from bmpipe.slide import open_slide, slide_id
+from bmpipe.slide import PHOTO_SUFFIXES, open_slide, slide_id
 from bmpipe.stages.detect import TileStats
 from bmpipe.stages.regions import whole_field
 from flows.slide import RunSettings, aggregate, classify, detect
 
-PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
+#: Microscope cameras save fields as the photo formats the slide opener knows, or as flat TIFFs.
+FIELD_SUFFIXES = PHOTO_SUFFIXES | {".tif", ".tiff"}
 
 #: Gallery crops taken per class from each field, so that a case's gallery draws on several fields.
 GALLERY_PER_FIELD = 2
@@ -29,9 +30,9 @@ GALLERY_PER_FIELD = 2
 def find_fields(case_dir: Path) -> list[Path]:
     if not case_dir.is_dir():
         raise InputError(case_dir, "--fields needs a folder of field photographs of one case")
-    fields = sorted(p for p in case_dir.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
+    fields = sorted(p for p in case_dir.iterdir() if p.is_file() and p.suffix.lower() in FIELD_SUFFIXES)
     if not fields:
-        raise InputError(case_dir, f"holds no field photographs ({', '.join(sorted(PHOTO_SUFFIXES))})")
+        raise InputError(case_dir, f"holds no field photographs ({', '.join(sorted(FIELD_SUFFIXES))})")
     return fields
 
 

@@ -13,13 +13,14 @@ os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="bmpipe-prefect-")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The real public data (``$BMPIPE_DATA`` or ``../shared/data``); tests needing it skip without it."""
-    path = Path(os.environ.get("BMPIPE_DATA", REPO.parent / "shared" / "data"))
+    from bmpipe.train.datasets import data_root  # after the environment above is set
+
+    path = data_root()
     if not path.is_dir():
         pytest.skip(f"real data folder {path} is absent (set BMPIPE_DATA)")
     return path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import time
 import tracemalloc
@@ -19,6 +18,7 @@ from bmpipe.resolution import Mpp
 from bmpipe.slide import open_slide, slide_id, tiff_backend, write_pyramidal_tiff
 from bmpipe.slide.resample import best_level, resample
 from bmpipe.slide.tiff_backend import TiffSlide
+from bmpipe.train.datasets import data_root
 
 ALLOWED_PROPERTIES = {
     "vendor", "objective-power", "mpp-x", "mpp-y", "format", "backend",
@@ -28,7 +28,7 @@ ALLOWED_PROPERTIES = {
 
 @pytest.fixture(scope="module")
 def wsi() -> Path:
-    path = Path(os.environ.get("BMPIPE_DATA", Path(__file__).parents[1].parent / "shared" / "data")) / "wsi"
+    path = data_root() / "wsi"
     if not path.is_dir():
         pytest.skip(f"whole-slide test files {path} are absent (set BMPIPE_DATA)")
     return path
