@@ -1,0 +1,60 @@
+"""The ``bmpipe`` command. Each sub-command lives in its own module and registers itself with ``register``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from bmpipe import __version__
+from bmpipe.cli.run import DEMO_SLIDE
+from bmpipe.errors import BmpipeError
+
+__all__ = ["DEMO_SLIDE", "build_parser", "main"]
+
+log = logging.getLogger("bmpipe")
+
+#: Sub-command modules (``bmpipe.cli.NAME``, each with ``register(subparsers)``), in the order ``--help`` lists them.
+COMMANDS = ("run", "phantom", "train")
+
+
+def _setup_environment() -> None:
+    """Offline, quiet third-party settings, set before prefect or ultralytics are imported."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bmpipe", description="Whole-slide analysis of bone-marrow aspirate smears.")
+    parser.add_argument("--version", action="version", version=f"bmpipe {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"bmpipe.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _setup_environment()
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(levelname)s %(message)s" if not args.debug else "%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    if not args.debug:  # the flow's local API server chatters on every request
+        for noisy in ("httpx", "httpcore", "prefect", "uvicorn"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return args.func(args)
+    except BmpipeError as exc:
+        if args.debug:
+            raise
+        log.error("%s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

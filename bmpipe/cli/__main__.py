@@ -1,0 +1,5 @@
+import sys
+
+from bmpipe.cli import main
+
+sys.exit(main())
