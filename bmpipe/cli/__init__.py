@@ -17,7 +17,7 @@ __all__ = ["DEMO_SLIDE", "build_parser", "main"]
 log = logging.getLogger("bmpipe")
 
 #: Sub-command modules (``bmpipe.cli.NAME``, each with ``register(subparsers)``), in the order ``--help`` lists them.
-COMMANDS = ("run", "phantom", "train")
+COMMANDS = ("run", "phantom", "train", "evaluate")
 
 
 def _setup_environment() -> None:

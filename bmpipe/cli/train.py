@@ -7,8 +7,10 @@ import importlib
 
 #: Trainer name → module with ``main(argv) -> int``.
 TRAINERS = {
-    "segmenter": "bmpipe.train.segmenter",
     "classifier": "bmpipe.train.classifier",
+    "detector": "bmpipe.train.yolo",
+    "dysplasia": "bmpipe.train.dysplasia",
+    "segmenter": "bmpipe.train.segmenter",
 }
 
 

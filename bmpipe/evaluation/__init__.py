@@ -1,0 +1,1 @@
+"""Held-out evaluations of the models: each module scores one model and prints its figures against its targets."""
