@@ -133,6 +133,8 @@ def _rational(value) -> float | None:
     if value is None:
         return None
     if isinstance(value, tuple):
+        if len(value) != 2:  # a corrupt tag: a resolution that cannot be read is no resolution
+            return None
         numerator, denominator = value
         return numerator / denominator if numerator and denominator else None
     return float(value) or None

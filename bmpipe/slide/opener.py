@@ -42,6 +42,12 @@ def open_slide(path: str | Path, mpp: Mpp | float | None = None) -> Slide:
             log.debug("%s: %s cannot open it: %s", path, _LIBRARY[backend], refusal)
             reasons.append(f"{_LIBRARY[backend]}: {refusal}")
             continue
+        except SlideError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a parser tripping over a corrupt header refuses the file
+            log.debug("%s: %s failed on its header", path, _LIBRARY[backend], exc_info=True)
+            reasons.append(f"{_LIBRARY[backend]}: cannot parse it ({type(err).__name__}: {err})")
+            continue
         log.info(
             "%s: opened with %s, %d×%d px at %s (%s)",
             path,
@@ -51,4 +57,16 @@ def open_slide(path: str | Path, mpp: Mpp | float | None = None) -> Slide:
             slide.mpp_source,
         )
         return slide
-    raise SlideError(path, f"not a readable slide or image ({'; '.join(reasons)})")
+    what = "a TIFF-based slide that no reader can open: corrupt or truncated" if _is_tiff(path) else (
+        "not a readable slide or image"
+    )
+    raise SlideError(path, f"{what} ({'; '.join(reasons)})")
+
+
+#: First bytes of classic and BigTIFF files, both byte orders (SVS, NDPI, OME-TIFF... are TIFFs).
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def _is_tiff(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) in _TIFF_MAGIC
