@@ -54,3 +54,23 @@ def test_keep_filters_tiles():
     all_tiles = list(tile_grid(2000, 1000, 1.0, 512, 64))
     left = list(tile_grid(2000, 1000, 1.0, 512, 64, keep=lambda x0, y0, x1, y1: x1 <= 1000))
     assert 0 < len(left) < len(all_tiles)
+
+
+def test_a_border_cell_seen_a_pixel_apart_by_two_tiles_is_counted_once():
+    """Two tiles' views of one cell on their shared border differ by a pixel, each centre on its own side."""
+    from bmpipe.records import Cells
+    from bmpipe.stages.detect import BorderLedger
+
+    left, right = list(tile_grid(1000, 400, 1.0, 512, 64))[:2]
+    border = left.core[2]
+    ledger = BorderLedger(slack_px=4.0)
+    # the same cell, seen centred 1 px left of the border by the left tile and 1 px right of it by the right
+    # one; and two distinct neighbours on the border, 30 px apart, that must both stay
+    in_left = Cells.from_boxes(np.array([[border - 21, 100, border + 19, 140], [border - 22, 300, border + 18, 340]]),
+                               np.ones(2))
+    in_right = Cells.from_boxes(np.array([[border - 19, 101, border + 21, 141], [border - 19, 330, border + 21, 370]]),
+                                np.ones(2))
+    kept_left = ledger.admit(left, in_left.take(left.owns(in_left.x, in_left.y)))
+    kept_right = ledger.admit(right, in_right.take(right.owns(in_right.x, in_right.y)))
+    assert len(kept_left) == 2
+    assert len(kept_right) == 1 and kept_right.y[0] == 350  # the duplicate dropped, the neighbour kept

@@ -31,6 +31,18 @@ log = logging.getLogger(__name__)
 CHUNK_SOURCE_SIDE = 4096
 #: Side of the box decoded when a slide is opened, to find corrupt pixel data before any work starts.
 PROBE_SIDE = 256
+#: Side, in source pixels, of the blocks ``read_regions`` groups boxes by: each group is one read of ~5 MB.
+GROUP_SOURCE_SIDE = 1024
+
+
+def _aligned(scale: float, level_x: float, level_y: float) -> bool:
+    """Whether a read is a plain copy of level pixels (no resampling)."""
+    return abs(scale - 1) < 1e-9 and float(level_x).is_integer() and float(level_y).is_integer()
+
+
+def _margin(scale: float) -> int:
+    """Source pixels read beyond a box: bilinear enlarging needs the neighbours of edge pixels."""
+    return 0 if scale > 1 else 1
 
 
 class BackendRefused(Exception):
@@ -99,6 +111,14 @@ class Slide(ABC):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def reopen(self) -> Self:
+        """Another handle on the same file, backend and resolution, for a reader on another thread.
+
+        Handles are never shared between threads: a backend's decoder state (file position, caches) is not
+        guaranteed thread-safe, and a handle of one's own costs only the file's header parse.
+        """
+        return type(self)(self.path, self.mpp if self.mpp_source == "user" else None)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r}, {self.dimensions[0]}×{self.dimensions[1]}, {self.mpp})"
 
@@ -108,19 +128,14 @@ class Slide(ABC):
         Reads the coarsest level not coarser than ``mpp``, area-averages when reducing and interpolates
         bilinearly when enlarging. Outside the slide, and where the file is transparent, pixels are white.
         """
-        if self._closed:
-            raise ValueError(f"{self.path}: slide is closed")
-        target = mpp if isinstance(mpp, Mpp) else Mpp(mpp)
+        level, downsample, scale = self._geometry(mpp)
         width, height = int(width), int(height)
         if width < 1 or height < 1:
             raise ValueError(f"region size must be positive, got {width}×{height}")
-        level = best_level(self.level_downsamples, self.mpp.um_per_px, target.um_per_px)
-        downsample = self.level_downsamples[level]
-        scale = target.um_per_px / (self.mpp.um_per_px * downsample)  # level pixels per output pixel
         level_x, level_y = x / downsample, y / downsample
-        if abs(scale - 1) < 1e-9 and float(level_x).is_integer() and float(level_y).is_integer():
+        if _aligned(scale, level_x, level_y):
             return self._read_padded(level, int(level_x), int(level_y), width, height)
-        margin = 0 if scale > 1 else 1  # bilinear enlarging needs the neighbours of edge pixels
+        margin = _margin(scale)
         step = max(1, int(CHUNK_SOURCE_SIDE / max(scale, 1.0)))
         out = np.empty((height, width, 3), np.uint8)
         for out_y in range(0, height, step):
@@ -134,6 +149,61 @@ class Slide(ABC):
                     src, start_x - x0, start_y - y0, scale, out_w, out_h
                 )
         return out
+
+    def read_regions(
+        self, xs: Sequence[float], ys: Sequence[float], width: int, height: int, mpp: Mpp
+    ) -> np.ndarray:
+        """(N, height, width, 3) uint8: ``read_region(xs[i], ys[i], width, height, mpp)`` for each i.
+
+        Nearby boxes (e.g. the crops of neighbouring cells) share one read of the file: boxes are grouped by
+        blocks of ``GROUP_SOURCE_SIDE`` source pixels, each group's source pixels are read once, and each box
+        is resampled from its own part of them just as ``read_region`` would, so the pixels are the same
+        (OpenSlide alone may place a level with a fractional downsample up to half a level-0 pixel apart).
+        Boxes too large to be read in one piece are read one by one.
+        """
+        level, downsample, scale = self._geometry(mpp)
+        width, height = int(width), int(height)
+        xs = np.asarray(xs, dtype=np.float64).reshape(-1)
+        ys = np.asarray(ys, dtype=np.float64).reshape(-1)
+        if width < 1 or height < 1:
+            raise ValueError(f"region size must be positive, got {width}×{height}")
+        out = np.empty((len(xs), height, width, 3), np.uint8)
+        if len(xs) == 0:
+            return out
+        if max(width, height) > max(1, int(CHUNK_SOURCE_SIDE / max(scale, 1.0))):
+            for i, (x, y) in enumerate(zip(xs, ys)):
+                out[i] = self.read_region(x, y, width, height, mpp)
+            return out
+        margin = _margin(scale)
+        level_x, level_y = xs / downsample, ys / downsample
+        boxes = np.array(
+            [(*source_box(lx, width, scale, margin), *source_box(ly, height, scale, margin))
+             for lx, ly in zip(level_x, level_y)],
+            dtype=np.int64,
+        )  # x0, x1, y0, y1 per box
+        group = np.unique(boxes[:, [0, 2]] // GROUP_SOURCE_SIDE, axis=0, return_inverse=True)[1].ravel()
+        for members in np.split(np.argsort(group, kind="stable"), np.cumsum(np.bincount(group))[:-1]):
+            gx0, gy0 = boxes[members, 0].min(), boxes[members, 2].min()
+            gx1, gy1 = boxes[members, 1].max(), boxes[members, 3].max()
+            src = self._read_padded(level, int(gx0), int(gy0), int(gx1 - gx0), int(gy1 - gy0))
+            for i in members:
+                x0, x1, y0, y1 = boxes[i]
+                if _aligned(scale, level_x[i], level_y[i]):
+                    top, left = int(level_y[i]) - gy0, int(level_x[i]) - gx0
+                    out[i] = src[top : top + height, left : left + width]
+                else:
+                    part = src[y0 - gy0 : y1 - gy0, x0 - gx0 : x1 - gx0]
+                    out[i] = resample(part, level_x[i] - x0, level_y[i] - y0, scale, width, height)
+        return out
+
+    def _geometry(self, mpp: Mpp | float) -> tuple[int, float, float]:
+        """The level read for ``mpp``, its downsample, and its pixels per output pixel."""
+        if self._closed:
+            raise ValueError(f"{self.path}: slide is closed")
+        target = mpp if isinstance(mpp, Mpp) else Mpp(mpp)
+        level = best_level(self.level_downsamples, self.mpp.um_per_px, target.um_per_px)
+        downsample = self.level_downsamples[level]
+        return level, downsample, target.um_per_px / (self.mpp.um_per_px * downsample)
 
     def overview(self, max_side: int = 2048) -> tuple[np.ndarray, Mpp]:
         """The whole slide at the finest resolution whose longest side fits ``max_side``, and that resolution.

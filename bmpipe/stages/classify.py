@@ -1,4 +1,8 @@
-"""Stage 3: each detected cell classified (21 Matek classes + MGK/PLT) and scored for dysplasia."""
+"""Stage 3: each detected cell classified (21 Matek classes + MGK/PLT) and scored for dysplasia.
+
+Crops are not read one by one: ``Slide.read_regions`` reads the file once per block of neighbouring cells
+and resamples each crop from it, giving the same pixels as one ``read_region`` per cell.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import numpy as np
 from bmpipe.records import Cells
 from bmpipe.resolution import Mpp
 from bmpipe.slide import Slide
+from bmpipe.stages.batching import BatchBuffer
 
 log = logging.getLogger(__name__)
 
@@ -24,21 +29,23 @@ class Classifier(Protocol):
 def read_crops(slide: Slide, cells: Cells, mpp: Mpp, crop_px: int) -> np.ndarray:
     """Crops of ``crop_px`` at ``mpp`` centred on each cell (fixed physical size, whatever the slide)."""
     half = crop_px / 2 * slide.mpp.factor_to(mpp)  # level-0 px from centre to crop edge
-    out = np.empty((len(cells), crop_px, crop_px, 3), dtype=np.uint8)
-    for i, (x, y) in enumerate(zip(cells.x, cells.y)):
-        out[i] = slide.read_region(x - half, y - half, crop_px, crop_px, mpp)
+    return slide.read_regions(cells.x - half, cells.y - half, crop_px, crop_px, mpp)
+
+
+def labelled(cells: Cells, pred) -> Cells:
+    """``cells`` with the classifier's predictions for them filled in."""
+    out = cells.with_labels(pred.label, pred.label_score)
+    out.dysplasia_grade = np.asarray(pred.dysplasia_grade, dtype=np.int64)
+    out.dysplasia_score = np.asarray(pred.dysplasia_score, dtype=np.float64)
     return out
 
 
 def classify_cells(slide: Slide, cells: Cells, classifier: Classifier, batch_size: int = 256) -> Cells:
     """``cells`` with ``label``, ``label_score``, ``dysplasia_grade`` and ``dysplasia_score`` filled in."""
     done = []
+    buffer = BatchBuffer()
     for chunk in cells.chunks(batch_size):
-        crops = read_crops(slide, chunk, classifier.mpp, classifier.crop_px)
-        pred = classifier.predict(crops, batch_size=batch_size)
-        chunk = chunk.with_labels(pred.label, pred.label_score)
-        chunk.dysplasia_grade = np.asarray(pred.dysplasia_grade, dtype=np.int64)
-        chunk.dysplasia_score = np.asarray(pred.dysplasia_score, dtype=np.float64)
-        done.append(chunk)
+        crops = buffer.stack([read_crops(slide, chunk, classifier.mpp, classifier.crop_px)])
+        done.append(labelled(chunk, classifier.predict(crops, batch_size=batch_size)))
     log.info("%s: classified %d cells", slide.id, len(cells))
     return Cells.concat(done)

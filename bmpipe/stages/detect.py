@@ -1,4 +1,9 @@
-"""Stage 2: nucleated cells detected on overlapping tiles, each counted once in slide coordinates."""
+"""Stage 2: nucleated cells detected on overlapping tiles, each counted once in slide coordinates.
+
+Tiles are read ahead on reader threads (see ``bmpipe.stages.reading``) and judged there: empty glass and
+out-of-focus tiles (``bmpipe.imaging.quality``) are counted and never reach the detector. A slide whose
+analysed area is out of focus everywhere is refused with a clear error rather than reported as acellular.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,15 @@ from typing import Protocol
 
 import numpy as np
 
+from bmpipe.errors import InputError
+from bmpipe.imaging.boxes import iou_matrix
+from bmpipe.imaging.quality import FocusGate, QualityThresholds, TileQuality
 from bmpipe.imaging.tiles import Tile, tile_grid
 from bmpipe.records import Cells
 from bmpipe.resolution import Mpp
 from bmpipe.slide import Slide
+from bmpipe.stages.batching import BatchBuffer, StageClock
+from bmpipe.stages.reading import DEFAULT_WORKERS, SlideReaders
 from bmpipe.stages.regions import SmearMap
 
 log = logging.getLogger(__name__)
@@ -29,13 +39,31 @@ class Detector(Protocol):
 
 @dataclass
 class TileStats:
+    """Tiles of the analysed area: all read, and those dropped before detection (empty glass, out of focus)."""
+
     tiles_read: int = 0
     tiles_empty: int = 0
+    tiles_blurred: int = 0
 
 
 #: Overlap between tiles in micrometres: wider than twice the radius of the largest nucleated cell counted
 #: whole (a promyelocyte, up to ~25 µm), see bmpipe.imaging.tiles. Megakaryocytes, larger, are not counted.
 OVERLAP_UM = 30.0
+#: Two tiles see a cell on their shared core border a pixel or two apart, so each may put its centre on its
+#: own side; cells kept within this distance of a core border are remembered so that such a cell counts once.
+BORDER_SLACK_UM = 4.0
+#: Tiles read spread over the slide before detection starts, to learn what "sharp" is on this slide.
+FOCUS_SAMPLE_TILES = 32
+#: Detector batches read ahead of the one being detected.
+READ_AHEAD_BATCHES = 2
+
+
+@dataclass(frozen=True)
+class DetectedTile:
+    """A tile's own cells (centre in its core and in the analysed area), in level-0 pixels."""
+
+    tile: Tile
+    cells: Cells
 
 
 def plan_tiles(slide: Slide, smear: SmearMap, detector: Detector) -> list[Tile]:
@@ -45,33 +73,145 @@ def plan_tiles(slide: Slide, smear: SmearMap, detector: Detector) -> list[Tile]:
     return list(tile_grid(w, h, scale, detector.tile_size, overlap_px, keep=smear.touches_analysed))
 
 
-def _batches(tiles: list[Tile], size: int) -> Iterator[list[Tile]]:
-    for i in range(0, len(tiles), size):
-        yield tiles[i : i + size]
+def read_tile(slide: Slide, tile: Tile, mpp: Mpp) -> np.ndarray:
+    return slide.read_region(tile.x0, tile.y0, tile.size_px, tile.size_px, mpp)
+
+
+def focus_gate(
+    tiles: list[Tile], mpp: Mpp, readers: SlideReaders, quality: QualityThresholds
+) -> tuple[FocusGate, dict[int, np.ndarray]]:
+    """The slide's focus threshold, from up to ``FOCUS_SAMPLE_TILES`` tiles spread evenly over the plan, and
+    those tiles' images by plan index (kept so they are not read twice)."""
+    picks = np.unique(np.linspace(0, len(tiles) - 1, min(FOCUS_SAMPLE_TILES, len(tiles))).round().astype(int))
+    sample = list(readers.map_ahead(lambda s, t: read_tile(s, t, mpp), [tiles[i] for i in picks], len(picks)))
+    return FocusGate.from_sample(sample, mpp, quality), dict(zip(picks.tolist(), sample))
+
+
+def detected_tiles(
+    slide: Slide,
+    smear: SmearMap,
+    detector: Detector,
+    readers: SlideReaders,
+    stats: TileStats,
+    batch_size: int = 4,
+    quality: QualityThresholds | None = None,
+    clock: StageClock | None = None,
+) -> Iterator[DetectedTile]:
+    """Each usable tile with the cells it owns, in plan order; ``stats`` counts tiles as they are judged.
+
+    Raises InputError once all tiles are read if every non-empty one was out of focus.
+    """
+    quality = quality or QualityThresholds()
+    clock = clock or StageClock()
+    tiles = plan_tiles(slide, smear, detector)
+    log.info("%s: %d tiles of %d px at %s", slide.id, len(tiles), detector.tile_size, detector.mpp)
+    if not tiles:
+        return
+    with clock("focus sample"):
+        gate, sampled = focus_gate(tiles, detector.mpp, readers, quality)
+    log.debug("%s: focus threshold %.3f (slide reference %s)", slide.id, gate.threshold, gate.reference)
+
+    def read_and_judge(handle: Slide, index: int) -> tuple[Tile, np.ndarray, TileQuality]:
+        tile = tiles[index]
+        image = sampled.pop(index, None)
+        if image is None:
+            image = read_tile(handle, tile, detector.mpp)
+        return tile, image, gate.judge(image, detector.mpp, quality)
+
+    ledger = BorderLedger(slide.mpp.px(BORDER_SLACK_UM))
+    buffer = BatchBuffer()
+    judged = readers.map_ahead(read_and_judge, range(len(tiles)), READ_AHEAD_BATCHES * batch_size + 1)
+    counts = TileStats()
+    batch: list[tuple[Tile, np.ndarray]] = []
+    while True:
+        with clock("wait for tiles"):
+            item = next(judged, None)
+        if item is not None:
+            tile, image, verdict = item
+            counts.tiles_read += 1
+            counts.tiles_empty += verdict.empty
+            counts.tiles_blurred += verdict.blurred
+            if verdict.usable:
+                batch.append((tile, image))
+        if batch and (len(batch) == batch_size or item is None):
+            images = buffer.stack([image for _, image in batch])
+            with clock("detector"):
+                found = detector.detect(images)
+            for (tile, _), (boxes, scores) in zip(batch, found):
+                yield DetectedTile(tile, ledger.admit(tile, _owned(tile, boxes, scores, smear)))
+            batch = []
+        if item is None:
+            break
+    stats.tiles_read += counts.tiles_read
+    stats.tiles_empty += counts.tiles_empty
+    stats.tiles_blurred += counts.tiles_blurred
+    log.info(
+        "%s: %d tiles read, %d empty, %d out of focus",
+        slide.id, counts.tiles_read, counts.tiles_empty, counts.tiles_blurred,
+    )
+    if counts.tiles_blurred and counts.tiles_blurred == counts.tiles_read - counts.tiles_empty:
+        raise InputError(
+            slide.path,
+            f"out of focus: all {counts.tiles_blurred} tiles of the analysed area are blurred "
+            f"(sharpness under {gate.threshold:.2f} at {detector.mpp}; in-focus smears measure 0.3-0.6); "
+            "rescan the slide",
+        )
 
 
 def detect_cells(
-    slide: Slide, smear: SmearMap, detector: Detector, batch_size: int = 4, stats: TileStats | None = None
+    slide: Slide,
+    smear: SmearMap,
+    detector: Detector,
+    batch_size: int = 4,
+    stats: TileStats | None = None,
+    workers: int = DEFAULT_WORKERS,
 ) -> Cells:
     """Nucleated cells whose centres lie in the analysed area, in level-0 pixels."""
     stats = stats if stats is not None else TileStats()
-    tiles = plan_tiles(slide, smear, detector)
-    log.info("%s: %d tiles of %d px at %s", slide.id, len(tiles), detector.tile_size, detector.mpp)
-    found: list[Cells] = []
-    for batch in _batches(tiles, batch_size):
-        images = np.stack(
-            [slide.read_region(t.x0, t.y0, t.size_px, t.size_px, detector.mpp) for t in batch]
-        )
-        stats.tiles_read += len(batch)
-        for tile, (boxes, scores) in zip(batch, detector.detect(images)):
-            found.append(_owned(tile, boxes, scores))
-    cells = Cells.concat(found)
-    return cells.take(smear.analysed_at(cells.x, cells.y))
+    with SlideReaders(slide, workers) as readers:
+        found = [d.cells for d in detected_tiles(slide, smear, detector, readers, stats, batch_size)]
+    return Cells.concat(found)
 
 
-def _owned(tile: Tile, boxes: np.ndarray, scores: np.ndarray) -> Cells:
+def _owned(tile: Tile, boxes: np.ndarray, scores: np.ndarray, smear: SmearMap) -> Cells:
     if len(boxes) == 0:
         return Cells.empty()
     cells = Cells.from_boxes(tile.to_level0(boxes), scores)
-    return cells.take(tile.owns(cells.x, cells.y))
+    return cells.take(tile.owns(cells.x, cells.y) & smear.analysed_at(cells.x, cells.y))
 
+
+class BorderLedger:
+    """Cells kept near tile-core borders, so that a border cell seen by two tiles is counted once.
+
+    A cell belongs to the tile whose core holds its centre, but two tiles' views of a cell on their shared
+    border can differ by a pixel and each put the centre on its own side; a cell near a border that overlaps
+    (IoU >= 0.5) one already kept near a border is that cell again. Kept boxes are hashed on a grid of
+    ``bucket_px`` so that each look-up reads only its neighbourhood, whatever the size of the slide.
+    """
+
+    def __init__(self, slack_px: float, bucket_px: float | None = None) -> None:
+        self.slack = slack_px
+        self.bucket = bucket_px or 16 * slack_px
+        self.kept: dict[tuple[int, int], list[np.ndarray]] = {}
+
+    def _key(self, x: float, y: float) -> tuple[int, int]:
+        return int(x // self.bucket), int(y // self.bucket)
+
+    def _seen(self, box: np.ndarray, x: float, y: float) -> bool:
+        i, j = self._key(x, y)
+        nearby = [b for di in (-1, 0, 1) for dj in (-1, 0, 1) for b in self.kept.get((i + di, j + dj), ())]
+        return bool(nearby) and iou_matrix(box[None], np.asarray(nearby)).max() >= 0.5
+
+    def admit(self, tile: Tile, cells: Cells) -> Cells:
+        if len(cells) == 0:
+            return cells
+        cx0, cy0, cx1, cy1 = tile.core
+        near = np.minimum.reduce([cells.x - cx0, cx1 - cells.x, cells.y - cy0, cy1 - cells.y]) < self.slack
+        keep = np.ones(len(cells), bool)
+        boxes = cells.boxes()
+        for k in np.flatnonzero(near):
+            if self._seen(boxes[k], cells.x[k], cells.y[k]):
+                keep[k] = False
+            else:
+                self.kept.setdefault(self._key(cells.x[k], cells.y[k]), []).append(boxes[k])
+        return cells.take(keep)

@@ -1,0 +1,245 @@
+"""``bmpipe bench``: how fast the slide stages run against the models alone, and how much memory they need.
+
+For each size a phantom slide is generated (or reused) and measured in a fresh Python process, so each
+peak resident memory belongs to that size alone. In the child the models are loaded and warmed up, then the
+stages run as plain functions (smear regions → streamed detection and classification → differential) and
+every batch handed to a model is also spilled to a scratch file. The spilling time is taken out of the wall
+time. Then the same tiles and crops are read back and given to the models in the same batches: the sum of
+those model calls alone is ``models_alone_s``, the floor a streaming pipeline can approach.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: ``cells`` of the phantom slides (its nucleated cells; the slide's area grows with it), full and quick runs.
+SIZES = (2_000, 6_000, 20_000, 100_000)
+QUICK_SIZES = (250, 500, 1_000, 2_000)
+SEED = 0
+
+
+def slide_for(cells: int, slides_dir: Path) -> Path:
+    """The phantom slide of ``cells`` cells in ``slides_dir``, generated on first use."""
+    from bmpipe.phantom import make_slide
+
+    path = slides_dir / f"phantom-{cells}.tiff"
+    if not path.exists():
+        slides_dir.mkdir(parents=True, exist_ok=True)
+        log.info("generating %s", path)
+        make_slide(path, cells=cells, seed=SEED)
+    return path
+
+
+def run_benchmark(
+    out_dir: Path,
+    sizes: Sequence[int] = SIZES,
+    slides_dir: Path | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+) -> list[dict[str, Any]]:
+    """Measure every size in its own process; write ``out_dir/bench.json`` and return its rows."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    slides_dir = slides_dir or out_dir / "slides"
+    rows = []
+    for cells in sizes:
+        path = slide_for(cells, slides_dir)
+        log.info("measuring %s", path)
+        row = measure_in_subprocess(path, out_dir, device, threads)
+        row["phantom_cells"] = cells
+        rows.append(row)
+        (out_dir / "bench.json").write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+def measure_in_subprocess(path: Path, scratch: Path, device: str | None, threads: int | None) -> dict[str, Any]:
+    command = [sys.executable, "-m", "bmpipe.benchmark", str(path), str(scratch)]
+    if device:
+        command += ["--device", device]
+    if threads:
+        command += ["--threads", str(threads)]
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@dataclass
+class Spill:
+    """Appends each batch a model is given to a raw file, and remembers the batches' shapes."""
+
+    path: Path
+    shapes: list[tuple[int, ...]] = field(default_factory=list)
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+
+    def write(self, batch: np.ndarray) -> None:
+        start, cpu = time.perf_counter(), time.process_time()
+        with self.path.open("ab") as f:
+            f.write(np.ascontiguousarray(batch).data)
+        self.shapes.append(batch.shape)
+        self.seconds += time.perf_counter() - start
+        self.cpu_seconds += time.process_time() - cpu
+
+    def batches(self):
+        offset = 0
+        for shape in self.shapes:
+            yield np.fromfile(self.path, np.uint8, count=int(np.prod(shape)), offset=offset).reshape(shape)
+            offset += int(np.prod(shape))
+
+
+class SpillingDetector:
+    """The detector, with every tile batch it sees spilled first (same protocol: mpp, tile_size, detect)."""
+
+    def __init__(self, detector, spill: Spill) -> None:
+        self.inner, self.spill = detector, spill
+        self.mpp, self.tile_size = detector.mpp, detector.tile_size
+
+    def detect(self, tiles: np.ndarray):
+        self.spill.write(tiles)
+        return self.inner.detect(tiles)
+
+
+class SpillingClassifier:
+    """The classifier, with every crop batch it sees spilled first (same protocol: mpp, crop_px, predict)."""
+
+    def __init__(self, classifier, spill: Spill) -> None:
+        self.inner, self.spill = classifier, spill
+        self.mpp, self.crop_px = classifier.mpp, classifier.crop_px
+
+    def predict(self, crops: np.ndarray, batch_size: int = 256):
+        self.spill.write(crops)
+        return self.inner.predict(crops, batch_size=batch_size)
+
+
+def warm_up(models) -> None:
+    """One call of each model on blank input, so one-off kernel set-up is not charged to the first slide."""
+    size, crop = models.detector.tile_size, models.classifier.crop_px
+    models.detector.detect(np.full((1, size, size, 3), 255, np.uint8))
+    models.classifier.predict(np.full((2, crop, crop, 3), 200, np.uint8))
+
+
+def measure(path: Path, scratch: Path, device: str | None = None) -> dict[str, Any]:
+    """Run the stages on one slide, then the models alone on the same batches (see module doc)."""
+    from bmpipe.models import load_models
+    from bmpipe.slide import open_slide
+    from bmpipe.stages.aggregate import differential
+    from bmpipe.stages.batching import StageClock
+    from bmpipe.stages.detect import TileStats
+    from bmpipe.stages.regions import find_smear
+    from bmpipe.stages.stream import detect_and_classify
+
+    models = load_models(None, device)
+    warm_up(models)
+    with tempfile.TemporaryDirectory(dir=scratch, prefix="spill-") as tmp:
+        tiles_spill, crops_spill = Spill(Path(tmp) / "tiles.raw"), Spill(Path(tmp) / "crops.raw")
+        detector = SpillingDetector(models.detector, tiles_spill)
+        classifier = SpillingClassifier(models.classifier, crops_spill)
+        stages, clock, tiles = {}, StageClock(), TileStats()
+        start, cpu_start = time.perf_counter(), time.process_time()
+        with open_slide(path) as slide:
+            megapixels = slide.dimensions[0] * slide.dimensions[1] / 1e6
+            t = time.perf_counter()
+            smear = find_smear(slide)
+            stages["regions"] = time.perf_counter() - t
+            t = time.perf_counter()
+            cells = detect_and_classify(slide, smear, detector, classifier, tiles, clock=clock)
+            stages["detect+classify"] = time.perf_counter() - t - tiles_spill.seconds - crops_spill.seconds
+            t = time.perf_counter()
+            differential(cells, slide.id)
+            stages["aggregate"] = time.perf_counter() - t
+        wall = time.perf_counter() - start - tiles_spill.seconds - crops_spill.seconds
+        cpu = time.process_time() - cpu_start - tiles_spill.cpu_seconds - crops_spill.cpu_seconds
+        clock.seconds["detector"] -= tiles_spill.seconds
+        clock.seconds["classifier"] -= crops_spill.seconds
+        peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        detector_alone = _time_calls(models.detector.detect, tiles_spill.batches())
+        classifier_alone = _time_calls(models.classifier.predict, crops_spill.batches())
+    alone = {"detector": detector_alone[0], "classifier": classifier_alone[0]}
+    models_alone = sum(alone.values())
+    models_alone_cpu = detector_alone[1] + classifier_alone[1]
+    n_crops = sum(s[0] for s in crops_spill.shapes)
+    n_tiles = sum(s[0] for s in tiles_spill.shapes)
+    return {
+        "slide": path.name,
+        "cells": len(cells),
+        "megapixels": round(megapixels, 1),
+        "wall_s": round(wall, 2),
+        "cells_per_s": round(len(cells) / wall, 1),
+        "ms_per_cell": round(1000 * wall / max(len(cells), 1), 3),
+        "peak_rss_mb": round(peak_rss_mb, 1),
+        "stages": {k: round(v, 2) for k, v in stages.items()},
+        "stream": {k: round(v, 2) for k, v in clock.seconds.items()},
+        "tiles": vars(tiles),
+        "models_alone_s": round(models_alone, 2),
+        "models_alone": {k: round(v, 2) for k, v in alone.items()},
+        "tiles_per_s_alone": round(n_tiles / max(alone["detector"], 1e-9), 2),
+        "crops_per_s_alone": round(n_crops / max(alone["classifier"], 1e-9), 1),
+        "ratio": round(wall / max(models_alone, 1e-9), 3),
+        "spill_s": round(tiles_spill.seconds + crops_spill.seconds, 2),
+        # CPU seconds of all the process's threads: on a shared machine, less disturbed by other work than wall time.
+        "cpu_s": round(cpu, 2),
+        "models_alone_cpu_s": round(models_alone_cpu, 2),
+        "cpu_ratio": round(cpu / max(models_alone_cpu, 1e-9), 3),
+    }
+
+
+def _time_calls(model_call, batches) -> tuple[float, float]:
+    """Wall and CPU seconds spent in ``model_call`` over ``batches`` (reading them back is not counted)."""
+    wall = cpu = 0.0
+    for batch in batches:
+        start, cpu_start = time.perf_counter(), time.process_time()
+        model_call(batch)
+        wall += time.perf_counter() - start
+        cpu += time.process_time() - cpu_start
+    return wall, cpu
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The rows as a plain-text table, one line per size."""
+    head = (f"{'cells':>8} {'Mpx':>8} {'wall s':>8} {'cells/s':>8} {'ms/cell':>8} {'peak MB':>8} "
+            f"{'models s':>9} {'ratio':>6} {'cpu ratio':>9}  stages (s)")
+    lines = [head]
+    for r in rows:
+        stages = " ".join(f"{k}={v:g}" for k, v in {**r["stages"], **r["stream"]}.items())
+        lines.append(
+            f"{r['cells']:>8} {r['megapixels']:>8.0f} {r['wall_s']:>8.1f} {r['cells_per_s']:>8.1f} "
+            f"{r['ms_per_cell']:>8.2f} {r['peak_rss_mb']:>8.0f} {r['models_alone_s']:>9.1f} {r['ratio']:>6.2f} {r['cpu_ratio']:>9.2f}  {stages}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Child process entry: measure one slide and print its row as the last line of stdout."""
+    parser = argparse.ArgumentParser(prog="python -m bmpipe.benchmark")
+    parser.add_argument("slide", type=Path)
+    parser.add_argument("scratch", type=Path)
+    parser.add_argument("--device")
+    parser.add_argument("--threads", type=int)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    row = measure(args.slide, args.scratch, args.device)
+    sys.stdout.write(json.dumps(row) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    sys.exit(main())

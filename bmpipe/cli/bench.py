@@ -1,0 +1,31 @@
+"""``bmpipe bench``: phantom slides of growing area through the stages, against the models alone."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("bmpipe")
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from bmpipe.benchmark import QUICK_SIZES, SIZES, run_benchmark, table
+
+    sizes = args.sizes or (QUICK_SIZES if args.quick else SIZES)
+    rows = run_benchmark(args.out, sizes, slides_dir=args.slides, device=args.device, threads=args.threads)
+    sys.stdout.write(table(rows) + "\n")
+    log.info("results: %s", args.out / "bench.json")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="throughput and memory of the slide stages on phantom slides")
+    p.add_argument("--out", type=Path, required=True, help="folder for bench.json (and generated slides)")
+    p.add_argument("--quick", action="store_true", help="small slides: a few minutes on 2 cores")
+    p.add_argument("--sizes", type=int, nargs="+", help="phantom cell counts to run instead of the defaults")
+    p.add_argument("--slides", type=Path, help="folder of phantom slides to reuse (default OUT/slides)")
+    p.add_argument("--device", help="torch device for the models (default: CUDA when available)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
+    p.set_defaults(func=_bench)

@@ -1,0 +1,26 @@
+"""``bmpipe bench`` on one tiny phantom slide: the JSON a run leaves and its values make sense."""
+
+from __future__ import annotations
+
+import json
+
+from bmpipe.cli import main
+
+
+def test_bench_writes_one_row_per_size_with_sane_values(tmp_path, capsys):
+    assert main(["bench", "--out", str(tmp_path), "--sizes", "60", "--threads", "2"]) == 0
+    rows = json.loads((tmp_path / "bench.json").read_text())
+    assert len(rows) == 1
+    row = rows[0]
+    assert {"cells", "megapixels", "wall_s", "models_alone_s", "peak_rss_mb", "stages"} <= row.keys()
+    assert row["cells"] > 10 and row["phantom_cells"] == 60
+    assert 1 < row["megapixels"] < 100
+    assert 0 < row["models_alone_s"] and 0 < row["wall_s"] < 600
+    assert abs(row["ratio"] - row["wall_s"] / row["models_alone_s"]) < 0.01
+    assert set(row["stages"]) == {"regions", "detect+classify", "aggregate"}
+    assert all(v >= 0 for v in row["stages"].values())
+    assert sum(row["stages"].values()) <= row["wall_s"] * 1.01
+    assert 100 < row["peak_rss_mb"] < 3 * 1024
+    assert row["tiles"]["tiles_read"] >= 1
+    assert str(row["cells"]) in capsys.readouterr().out  # the table printed
+    assert (tmp_path / "slides" / "phantom-60.tiff").exists()

@@ -1,0 +1,129 @@
+"""The streamed stages give the same cells as reading one tile and one crop at a time, in bounded batches."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from bmpipe.models import load_models
+from bmpipe.phantom import make_slide
+from bmpipe.records import Cells
+from bmpipe.resolution import Mpp
+from bmpipe.slide import open_slide
+from bmpipe.slide.tiff_backend import TiffSlide
+from bmpipe.stages.batching import BatchBuffer
+from bmpipe.stages.classify import classify_cells
+from bmpipe.stages.detect import TileStats, detect_cells, plan_tiles
+from bmpipe.stages.reading import SlideReaders
+from bmpipe.stages.regions import find_smear
+from bmpipe.stages.stream import detect_and_classify
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    return make_slide(tmp_path_factory.mktemp("stream") / "smear.tiff", cells=100, seed=1)
+
+
+@pytest.fixture(scope="module")
+def models():
+    return load_models(None, "cpu")
+
+
+def per_cell_reference(slide, smear, models) -> Cells:
+    """The unstreamed path: one read and one detector call per tile, one read per cell."""
+    detector, classifier = models.detector, models.classifier
+    found = []
+    for tile in plan_tiles(slide, smear, detector):
+        image = slide.read_region(tile.x0, tile.y0, tile.size_px, tile.size_px, detector.mpp)
+        boxes, scores = detector.detect(image[None])[0]
+        if len(boxes):
+            cells = Cells.from_boxes(tile.to_level0(boxes), scores)
+            found.append(cells.take(tile.owns(cells.x, cells.y) & smear.analysed_at(cells.x, cells.y)))
+    cells = Cells.concat(found)
+    half = classifier.crop_px / 2 * slide.mpp.factor_to(classifier.mpp)
+    crops = np.stack([
+        slide.read_region(x - half, y - half, classifier.crop_px, classifier.crop_px, classifier.mpp)
+        for x, y in zip(cells.x, cells.y)
+    ])
+    pred = classifier.predict(crops)
+    out = cells.with_labels(pred.label, pred.label_score)
+    out.dysplasia_grade, out.dysplasia_score = pred.dysplasia_grade, pred.dysplasia_score
+    return out
+
+
+def assert_same_cells(a: Cells, b: Cells) -> None:
+    assert len(a) == len(b)
+    for column in ("x0", "y0", "x1", "y1", "score"):
+        np.testing.assert_array_equal(getattr(a, column), getattr(b, column), err_msg=column)
+    assert list(a.label) == list(b.label)
+    np.testing.assert_array_equal(a.dysplasia_grade, b.dysplasia_grade)
+    np.testing.assert_allclose(a.label_score, b.label_score, atol=1e-5)
+    np.testing.assert_allclose(a.dysplasia_score, b.dysplasia_score, atol=1e-5)
+
+
+def test_streamed_stages_equal_the_per_cell_path(phantom, models):
+    # Batches of 3 tiles and 16 crops: several batches, each mixing cells of different tiles, and a partial last one.
+    with open_slide(phantom) as slide:
+        smear = find_smear(slide, "all")
+        reference = per_cell_reference(slide, smear, models)
+        stats = TileStats()
+        streamed = detect_and_classify(
+            slide, smear, models.detector, models.classifier, stats, detect_batch=3, classify_batch=16
+        )
+        separate = classify_cells(slide, detect_cells(slide, smear, models.detector), models.classifier, 16)
+    assert len(reference) > 50
+    assert stats.tiles_read == len(plan_tiles(slide, smear, models.detector)) and stats.tiles_blurred == 0
+    assert_same_cells(streamed, reference)
+    assert_same_cells(separate, reference)
+
+
+@pytest.mark.parametrize("backend", ["openslide", "tifffile"])
+def test_read_regions_gives_the_pixels_of_read_region(phantom, backend):
+    rng = np.random.default_rng(0)
+    resolutions = [(Mpp(0.25), 96), (Mpp(0.1), 48), (Mpp(0.07), 40)]
+    if backend == "tifffile":  # OpenSlide may shift a level of fractional downsample (here 3.9994) by < 1 px
+        resolutions.append((Mpp(0.4), 64))
+    with open_slide(phantom) if backend == "openslide" else TiffSlide(phantom, None) as slide:
+        assert slide.backend == backend
+        w, h = slide.dimensions
+        # Spread boxes, clusters that share a read, and boxes hanging off every edge of the slide.
+        xs = np.concatenate([rng.uniform(-300, w, 40), rng.uniform(1000, 1400, 20), [-50.5, w - 30.25]])
+        ys = np.concatenate([rng.uniform(-300, h, 40), rng.uniform(800, 1100, 20), [h - 10.0, -80.75]])
+        for mpp, size in resolutions:
+            many = slide.read_regions(xs, ys, size, size, mpp)
+            one_by_one = np.stack([slide.read_region(x, y, size, size, mpp) for x, y in zip(xs, ys)])
+            np.testing.assert_array_equal(many, one_by_one, err_msg=str(mpp))
+
+
+def test_readers_read_through_their_own_handles_and_close_them(phantom):
+    with open_slide(phantom) as slide:
+        seen = {}
+
+        def which(handle, i):
+            seen.setdefault(threading.get_ident(), set()).add(id(handle))
+            return i, handle
+
+        with SlideReaders(slide, workers=2) as readers:
+            results = list(readers.map_ahead(which, range(20), depth=4))
+        assert [i for i, _ in results] == list(range(20))  # in order
+        handles = {id(h): h for _, h in results}
+        assert id(slide) not in handles
+        assert all(len(ids) == 1 for ids in seen.values())  # one handle per thread, never shared
+        assert all(h._closed for h in handles.values()) and not slide._closed
+
+
+def test_batch_buffer_stacks_images_and_batches_in_order():
+    buffer = BatchBuffer(pinned=False)
+    a, b = np.full((4, 4, 3), 1, np.uint8), np.full((2, 4, 4, 3), 2, np.uint8)
+    out = buffer.stack([a, b])
+    assert out.shape == (3, 4, 4, 3) and out[0].max() == 1 and out[1:].min() == 2
+    assert buffer.stack([b]).shape == (2, 4, 4, 3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="page-locked memory needs CUDA, absent here")
+def test_batch_buffer_is_page_locked_on_cuda():
+    out = BatchBuffer().stack([np.zeros((2, 8, 8, 3), np.uint8)])
+    assert torch.from_numpy(out).is_pinned()
