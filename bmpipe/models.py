@@ -5,15 +5,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Union
 
 from bmpipe.nn.cell_classifier import CellClassifier
-from bmpipe.nn.unet_detector import UnetDetector
 from bmpipe.nn.weights import ModelRecord, default_models_dir
+
+if TYPE_CHECKING:
+    from bmpipe.nn.unet_detector import UnetDetector
+    from bmpipe.nn.yolo_detector import YoloDetector
+
+#: Both satisfy the detection stage's ``Detector`` protocol (``mpp``, ``tile_size``, ``detect``).
+Detector = Union["UnetDetector", "YoloDetector"]
+
+DetectorKind = Literal["unet", "yolo"]
+DETECTORS: tuple[DetectorKind, ...] = ("unet", "yolo")
 
 
 @dataclass(frozen=True)
 class Models:
-    detector: UnetDetector
+    detector: Detector
     classifier: CellClassifier
 
     @property
@@ -21,11 +31,26 @@ class Models:
         return [self.detector.record, self.classifier.record]
 
 
+def load_detector(kind: str = "unet", models_dir: Path | None = None, device: str | None = None) -> Detector:
+    """The nucleated-cell detector ``kind`` (``"unet"`` or ``"yolo"``), sha256-checked. Each network's
+    module is imported only when chosen (ultralytics is slow to import and not needed by the U-Net)."""
+    folder = models_dir or default_models_dir()
+    if kind == "unet":
+        from bmpipe.nn.unet_detector import UnetDetector
+
+        return UnetDetector.load(folder, device=device)
+    if kind == "yolo":
+        from bmpipe.nn.yolo_detector import YoloDetector
+
+        return YoloDetector.load(folder, device=device)
+    raise ValueError(f"unknown detector {kind!r}; choose one of {', '.join(DETECTORS)}")
+
+
 @cache
-def load_models(models_dir: Path | None = None, device: str | None = None) -> Models:
+def load_models(models_dir: Path | None = None, device: str | None = None, detector: str = "unet") -> Models:
     """Detector and classifier from ``models_dir`` (default: the repository's ``models/``), sha256-checked."""
     folder = models_dir or default_models_dir()
     return Models(
-        detector=UnetDetector.load(folder, device=device),
+        detector=load_detector(detector, folder, device),
         classifier=CellClassifier.load(folder, device=device),
     )

@@ -50,3 +50,33 @@ def test_zones_follow_density():
     assert np.median(zones[:, 20:280]) == THICK
     assert np.median(zones[:, 320:580]) == MONOLAYER
     assert np.median(zones[:, 620:880]) == EDGE
+
+
+def test_readable_area_is_the_monolayer_not_the_feathered_edge(phantom):
+    """The feathered edge starts nearly as dense as the monolayer ends; it must still be left out."""
+    path, truth = phantom
+    with open_slide(path) as slide:
+        smear = find_smear(slide)
+    readable = smear.analysed
+    x0, y0, x1, y1 = (np.array(truth["zones"]["monolayer"]) / smear.scale).round().astype(int)
+    monolayer = np.zeros_like(readable)
+    monolayer[y0:y1, x0:x1] = True
+    monolayer &= smear.zones != GLASS
+    iou = (monolayer & readable).sum() / (monolayer | readable).sum()
+    assert iou >= 0.9, f"readable area vs true monolayer: IoU {iou:.3f}"  # was 0.70 on density alone
+    assert share_analysed(smear, truth["cells"], "edge") <= 0.3  # was 0.77 on density alone
+    assert share_analysed(smear, truth["cells"], "monolayer") >= 0.97
+
+
+def test_a_slide_of_blank_glass_is_refused_naming_it(tmp_path):
+    from bmpipe.errors import InputError
+    from bmpipe.resolution import Mpp
+    from bmpipe.slide import write_pyramidal_tiff
+
+    rng = np.random.default_rng(2)
+    path = tmp_path / "glass.tiff"
+    write_pyramidal_tiff(path, 3000, 2000, Mpp(0.1),
+                         lambda x, y, w, h: np.clip(rng.normal(238, 3, (h, w, 3)), 0, 255).astype(np.uint8))
+    with open_slide(path) as slide, pytest.raises(InputError, match="no smear found") as caught:
+        find_smear(slide, "all")
+    assert str(caught.value).startswith(str(path))

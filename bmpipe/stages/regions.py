@@ -8,6 +8,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from bmpipe.errors import InputError
 from bmpipe.imaging.smear import EDGE, GLASS, MONOLAYER, THICK, ZONE_NAMES, zone_map
 from bmpipe.records import Box, Region
 from bmpipe.resolution import Mpp
@@ -15,6 +16,8 @@ from bmpipe.slide import Slide
 
 RegionsMode = Literal["readable", "all"]
 
+#: Least stained area taken for a smear: one 100 µm field; less is blank glass, dust or a label's edge.
+MIN_SMEAR_MM2 = 0.01
 #: Largest side of the overview the zones are computed on; ~2 µm/px on a typical smear scan area.
 OVERVIEW_MAX_SIDE = 2048
 
@@ -80,7 +83,16 @@ def find_smear(slide: Slide, mode: RegionsMode = "readable") -> SmearMap:
     """Zones of ``slide`` and the area to analyse: the monolayer by default, the whole smear with ``all``."""
     overview, mpp = slide.overview(max_side=OVERVIEW_MAX_SIDE)
     zones = zone_map(overview, mpp.um_per_px)
+    smear_mm2 = float((zones != GLASS).sum()) * (mpp.um_per_px / 1000) ** 2
+    if smear_mm2 < MIN_SMEAR_MM2:
+        raise InputError(slide.path, f"no smear found: the slide looks like blank glass ({smear_mm2:.3f} mm² stained)")
     analysed = zones == MONOLAYER if mode == "readable" else zones != GLASS
+    if not analysed.any():
+        raise InputError(
+            slide.path,
+            "no readable monolayer: the smear is all thick zone or feathered edge; "
+            "--regions all counts it anyway",
+        )
     return SmearMap(
         overview=overview,
         mpp=mpp,

@@ -9,21 +9,18 @@ splits of BCCD and SegPC, and phantom fields drawn with other seeds.
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
+from bmpipe.evaluation.detector import phantom_folder, throughput, validation
 from bmpipe.nn.unet_detector import DEFAULT_CONFIG, NAME, UnetDetector, build_network, to_input
 from bmpipe.nn.weights import ModelRecord, default_models_dir, save_model
 from bmpipe.resolution import Mpp
@@ -120,169 +117,7 @@ def fit(
     return {"steps": step, "seconds": seconds, "final_loss": float(np.mean(running[-100:] or [float("nan")]))}
 
 
-# --- scoring -----------------------------------------------------------------------------------------------
-
-
-def detect_image(detector: UnetDetector, image: np.ndarray, mpp: Mpp) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes (in ``image`` pixels) and scores of one RGB image at ``mpp``, resampled to the detector's."""
-    scale = 1.0 / mpp.factor_to(detector.mpp)
-    small = dd.resize(image, scale)
-    boxes, scores = detector.detect(small[None])[0]
-    sy, sx = image.shape[0] / small.shape[0], image.shape[1] / small.shape[1]
-    return boxes * np.array([sx, sy, sx, sy]), scores
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = ix * iy
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
-
-
-def box_scores(pairs: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, float]:
-    """AP50, recall and precision over (truth boxes, detected boxes, scores) per image, matched greedily by
-    score at IoU ≥ 0.5 as ``shared/tools/eval_detect.py`` does (101-point interpolated AP)."""
-    hits, npos, ndet = [], 0, 0
-    for truth, boxes, scores in pairs:
-        npos += len(truth)
-        ndet += len(boxes)
-        order = np.argsort(-scores, kind="stable")
-        iou = iou_matrix(boxes[order], truth) if len(truth) and len(boxes) else np.zeros((len(boxes), 0))
-        used = np.zeros(len(truth), bool)
-        for k, i in enumerate(order):
-            cand = np.where(used, 0.0, iou[k]) if len(truth) else np.zeros(0)
-            j = int(np.argmax(cand)) if len(cand) else -1
-            ok = j >= 0 and cand[j] >= 0.5
-            if ok:
-                used[j] = True
-            hits.append((float(scores[i]), int(ok)))
-    hits.sort(key=lambda h: -h[0])
-    tp = np.cumsum([h[1] for h in hits]) if hits else np.zeros(0)
-    fp = np.cumsum([1 - h[1] for h in hits]) if hits else np.zeros(0)
-    rec = tp / max(npos, 1)
-    prec = tp / np.maximum(tp + fp, 1)
-    ap = float(np.mean([prec[rec >= t].max() if (rec >= t).any() else 0.0 for t in np.linspace(0, 1, 101)]))
-    return {
-        "AP50": ap,
-        "recall": float(rec[-1]) if len(rec) else 0.0,
-        "precision": float(prec[-1]) if len(prec) else 0.0,
-        "truth": npos,
-        "detections": ndet,
-    }
-
-
-def centre_recall(masks: list[np.ndarray], boxes: list[np.ndarray], min_area: int = 200) -> dict[str, float]:
-    """Share of mask blobs (≥ ``min_area`` px) holding a detection centre (``eval_detect.py masks``)."""
-    found = total = 0
-    for mask, b in zip(masks, boxes):
-        labels, n = ndimage.label(mask, structure=np.ones((3, 3)))  # 8-connected, as the reference
-        area = np.bincount(labels.ravel(), minlength=n + 1)
-        cx = ((b[:, 0] + b[:, 2]) / 2).astype(int)
-        cy = ((b[:, 1] + b[:, 3]) / 2).astype(int)
-        inside = (cx >= 0) & (cy >= 0) & (cx < mask.shape[1]) & (cy < mask.shape[0])
-        hit = np.zeros(n + 1, bool)
-        hit[labels[cy[inside], cx[inside]]] = True
-        big = area >= min_area
-        big[0] = False
-        total += int(big.sum())
-        found += int((hit & big).sum())
-    return {"recall": found / max(total, 1), "truth": total, "found": found}
-
-
-def write_detections(path: Path, rows: Iterable[tuple[str, np.ndarray, np.ndarray]]) -> None:
-    """``image,x0,y0,x1,y1,score`` CSV, the format of ``bmpipe detect`` and the reference scorer."""
-    with open(path, "w", newline="") as f:
-        out = csv.writer(f)
-        out.writerow(["image", "x0", "y0", "x1", "y1", "score"])
-        for name, boxes, scores in rows:
-            for b, s in zip(boxes, scores):
-                out.writerow([name, *(f"{v:.1f}" for v in b), f"{s:.4f}"])
-
-
-@dataclass
-class Field:
-    """A held-out image with its resolution and nucleated-cell truth (boxes, or a binary mask)."""
-
-    path: Path
-    mpp: Mpp
-    truth_boxes: Callable[[], np.ndarray] | None = None
-    truth_mask: Callable[[], np.ndarray] | None = None
-
-
-def txl_val_fields(single_mpp: bool = False) -> list[Field]:
-    root = DATASETS["txl_pbc"].path
-    out = []
-    for p in dd.images_in(root / "images" / "val"):
-        h, w = cv2.imread(str(p)).shape[:2]
-        mpp = DATASETS["txl_pbc"].mpp if single_mpp else dd.txl_pbc_mpp((h, w))
-        label = root / "labels" / "val" / f"{p.stem}.txt"
-        out.append(Field(p, mpp, truth_boxes=lambda label=label, w=w, h=h: dd.yolo_boxes(label, w, h)))
-    return out
-
-
-def bccd_val_fields(seed: int) -> list[Field]:
-    ann = DATASETS["bccd"].path / "Annotations"
-    return [
-        Field(p, DATASETS["bccd"].mpp,
-              truth_boxes=lambda x=ann / f"{p.stem}.xml": dd.voc_boxes(x) + np.array([0, 0, 1.0, 1.0]))
-        for p in dd.bccd_fields(seed)["val"]
-    ]
-
-
-def segpc_val_fields(seed: int) -> list[Field]:
-    masks = DATASETS["segpc"].path / "masks"
-    return [
-        Field(p, dd.segpc_mpp(dd.read_rgb(p)), truth_mask=lambda m=masks / p.name: dd.binary_mask(m))
-        for p in dd.segpc_fields(seed)["val"]
-    ]
-
-
-def phantom_val_fields(folder: Path, mpp: Mpp) -> list[Field]:
-    return [
-        Field(p, mpp, truth_boxes=lambda m=folder / "masks" / f"{p.stem}.png": instance_boxes(m))
-        for p in dd.images_in(folder / "images")
-    ]
-
-
-def instance_boxes(mask_path: Path) -> np.ndarray:
-    """Bounding boxes (x1/y1 exclusive) of the nucleated-cell instances in a phantom mask."""
-    inst, _ = dd.read_instances(mask_path)
-    slices = ndimage.find_objects(inst)
-    return np.array(
-        [[s[1].start, s[0].start, s[1].stop, s[0].stop] for s in slices if s is not None], np.float64
-    ).reshape(-1, 4)
-
-
-def evaluate(detector: UnetDetector, fields: list[Field], csv_path: Path | None = None) -> dict[str, float]:
-    """Scores of the detector on ``fields`` (box AP50/recall/precision, or centre recall on masks)."""
-    dets = []
-    for f in fields:
-        boxes, scores = detect_image(detector, dd.read_rgb(f.path), f.mpp)
-        dets.append((f.path.name, boxes, scores))
-    if csv_path is not None:
-        write_detections(csv_path, dets)
-    if fields and fields[0].truth_mask is not None:
-        return centre_recall([f.truth_mask() for f in fields], [d[1] for d in dets])
-    return box_scores((f.truth_boxes(), d[1], d[2]) for f, d in zip(fields, dets))
-
-
 # --- data --------------------------------------------------------------------------------------------------
-
-
-def phantom_folder(work: Path, n: int, seed: int, size_px: int) -> Path:
-    """``n`` phantom marrow fields at 0.1 µm/px written once under ``work`` (reused when already there)."""
-    from bmpipe.phantom import write_fields
-
-    folder = work / f"phantom-n{n}-s{seed}-{size_px}px"
-    if not (folder / "done").exists():
-        t = time.monotonic()
-        write_fields(folder, n, seed, size=(size_px, size_px), mpp=Mpp(0.1))
-        (folder / "done").write_text("ok\n")
-        log.info("wrote %d phantom fields in %.0f s", n, time.monotonic() - t)
-    return folder
 
 
 def training_samples(s: TrainSettings, work: Path) -> list[dd.Sample]:
@@ -334,42 +169,6 @@ def train_segmenter(
     write_card(out_dir, record, config, s, stats, metrics, samples, total, network, speed)
     log.info("done in %.0f s: %s", total, metrics)
     return record
-
-
-def throughput(detector: UnetDetector, batch: int = 4, repeats: int = 3) -> float:
-    """Megapixels per second of ``detect`` on full tiles of a light field with a few dark blobs (best of
-    ``repeats``, so other jobs on a shared machine distort it less)."""
-    rng = np.random.default_rng(0)
-    tiles = np.full((batch, detector.tile_size, detector.tile_size, 3), 225, np.uint8)
-    for t in tiles:
-        for x, y in rng.integers(20, detector.tile_size - 20, size=(30, 2)):
-            cv2.circle(t, (int(x), int(y)), 14, (110, 60, 150), -1)
-    detector.detect(tiles)
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        detector.detect(tiles)
-        best = min(best, time.perf_counter() - start)
-    return tiles.shape[0] * tiles.shape[1] * tiles.shape[2] / best / 1e6
-
-
-def validation(
-    detector: UnetDetector, seed: int, work: Path, phantom: Path | None
-) -> dict[str, dict[str, float]]:
-    """Scores on every held-out set; detections are kept as CSVs in ``work`` for the reference scorer."""
-    metrics = {
-        "txl_pbc": evaluate(detector, txl_val_fields(), work / "txl_pbc_val.csv"),
-        f"txl_pbc@{DATASETS['txl_pbc'].mpp.um_per_px:g}": evaluate(
-            detector, txl_val_fields(single_mpp=True), work / "txl_pbc_val_single.csv"
-        ),
-        "bccd": evaluate(detector, bccd_val_fields(seed), work / "bccd_val.csv"),
-        "segpc": evaluate(detector, segpc_val_fields(seed), work / "segpc_val.csv"),
-    }
-    if phantom is not None:
-        metrics["phantom"] = evaluate(detector, phantom_val_fields(phantom, Mpp(0.1)), work / "phantom_val.csv")
-    for name, m in metrics.items():
-        log.info("validation %s: %s", name, {k: round(v, 3) if isinstance(v, float) else v for k, v in m.items()})
-    return metrics
 
 
 def write_card(
@@ -488,15 +287,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=Path, action="append", default=[], help="extra training image folder")
     p.add_argument("--masks", type=Path, action="append", default=[],
                    help="mask folder for the matching --images (nucleated-cell instance or binary masks)")
-    p.add_argument("--mpp", type=float, action="append", default=[], help="µm/px of the matching --images")
+    p.add_argument("--mpp", type=float, action="append", default=[],
+                   help="µm/px of the matching --images (once for all of them, or once per folder)")
     p.add_argument("--steps", type=int, default=TrainSettings.steps)
     p.add_argument("--minutes", type=float, default=TrainSettings.minutes, help="wall-time cap on training")
     p.add_argument("--phantom-fields", type=int, default=TrainSettings.phantom_fields)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    if not (len(a.images) == len(a.masks) == len(a.mpp)):
-        p.error("give --images, --masks and --mpp once per extra data folder")
-    extra = [(i, m, Mpp(v)) for i, m, v in zip(a.images, a.masks, a.mpp)]
+    if len(a.images) != len(a.masks):
+        p.error("give one --masks folder for each --images folder")
+    if a.images and len(a.mpp) not in (1, len(a.images)):
+        p.error("give --mpp (µm/px of the --images; photographs do not carry it) once, or once per folder")
+    mpps = a.mpp * len(a.images) if len(a.mpp) == 1 else a.mpp
+    for folder in (*a.images, *a.masks):
+        if not folder.is_dir():
+            p.error(f"{folder}: not a folder")
+    extra = [(i, m, Mpp(v)) for i, m, v in zip(a.images, a.masks, mpps)]
     settings = TrainSettings(steps=a.steps, minutes=a.minutes, seed=a.seed, phantom_fields=a.phantom_fields,
                              extra=extra)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
