@@ -9,26 +9,21 @@ import pytest
 import torch
 
 from bmpipe.errors import ModelError
+from bmpipe.evaluation.classifier import PBC_GROUP_OF_CODE
 from bmpipe.nn.cell_classifier import (
     CLASSIFIER_MPP,
     CROP_PX,
     CellClassifier,
     CellNet,
-    default_config,
-    rotate_batch,
-)
-from bmpipe.nn.weights import default_models_dir, save_model
-from bmpipe.train.cell_data import (
-    PBC_PREFIXES,
-    STORE_PX,
-    Augment,
     crop_centred,
-    held_out,
-    load_folder,
+    default_config,
     read_rgb,
     resample,
+    rotate_batch,
 )
-from bmpipe.train.classifier import PBC_GROUP_OF_CODE
+from bmpipe.nn.weights import default_models_dir, load_weights, save_model
+from bmpipe.train import classifier as train_classifier
+from bmpipe.train.cell_data import PBC_PREFIXES, STORE_PX, Augment, held_out, load_folder
 from bmpipe.train.datasets import DATASETS
 
 torch.set_num_threads(2)
@@ -144,6 +139,29 @@ def test_folder_layouts_image_folder_and_matek(tmp_path: Path) -> None:
     train, test = load_folder(tmp_path, CLASSIFIER_MPP)
     assert sorted([*train.codes, *test.codes]) == ["EBO", "LYT", "NGS", "NGS"]
     assert train.images.shape[1:] == (STORE_PX, STORE_PX, 3)
+
+
+def test_train_classifier_on_a_matek_layout_folder(tmp_path: Path) -> None:
+    """``bmpipe train classifier --data`` on class-code folders with nested sub-folders (the public Matek
+    layout) trains a head over exactly those codes, saves it with its card, and scores the held-out share."""
+    import cv2
+
+    from bmpipe.phantom import cell_crops
+
+    data = tmp_path / "matek"
+    images, codes, _, _ = cell_crops({"LYT": 8, "EBO": 8, "BAS": 8}, seed=5, mpp=CLASSIFIER_MPP, size_px=120)
+    for i, (image, code) in enumerate(zip(images, codes)):
+        path = data / code / f"{1 + (i // 5) * 5:04d}-{(i // 5 + 1) * 5:04d}" / f"{code}_{i:05d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    models = tmp_path / "models"
+    argv = ["--data", str(data), "--mpp", "0.25", "--no-builtin", "--no-phantom", "--steps", "2",
+            "--batch-size", "8", "--models-dir", str(models), "--work", str(tmp_path / "work"), "--version", "t1"]
+    assert train_classifier.main(argv) == 0
+    _, config, record = load_weights(models, "classifier")
+    assert record.version == "t1" and config["codes"] == ["BAS", "LYT", "EBO"]
+    card = (models / "classifier.card.md").read_text()
+    assert "### matek" in card and "| LYT | lymphocyte (typical) | matek: " in card
 
 
 SHIPPED = default_models_dir() / "classifier.safetensors"

@@ -12,15 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from bmpipe.errors import ModelError
+from bmpipe.errors import InputError, ModelError
 from bmpipe.nn.weights import ModelRecord, default_models_dir, load_weights
 from bmpipe.resolution import Mpp
+from bmpipe.slide.mpp_metadata import read_tiff_mpp, resolve_mpp
 from bmpipe.taxonomy import load_taxonomy
 
 log = logging.getLogger(__name__)
@@ -154,6 +156,39 @@ def rotate_batch(x: torch.Tensor, angles_deg: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
+def read_rgb(path: Path) -> np.ndarray:
+    """An image file as RGB uint8 (grey and 16-bit images converted, alpha dropped)."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise InputError(path, "not a readable image (JPEG, PNG, TIFF or BMP expected)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def image_mpp(path: Path, given: Mpp | None) -> Mpp:
+    """µm/px of a single-cell image: ``given`` (the user's ``--mpp``) wins, else the TIFF's own metadata."""
+    tiff = read_tiff_mpp(path) if Path(path).suffix.lower() in (".tif", ".tiff") else None
+    return resolve_mpp(Path(path), given, tiff)[0]
+
+
+def resample(image: np.ndarray, src: Mpp, dst: Mpp = CLASSIFIER_MPP) -> np.ndarray:
+    """Rescale ``image`` from ``src`` to ``dst`` µm/px; area averaging when shrinking so granules do not alias."""
+    f = src.um_per_px / dst.um_per_px
+    if abs(f - 1) < 1e-3:
+        return image
+    interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
+    return cv2.resize(image, None, fx=f, fy=f, interpolation=interp)
+
+
+def crop_centred(image: np.ndarray, cx: float, cy: float, size: int) -> np.ndarray:
+    """``size``-px square centred on (cx, cy); parts outside the image are mirrored (background, not black)."""
+    x0, y0 = int(np.floor(cx - size / 2 + 0.5)), int(np.floor(cy - size / 2 + 0.5))
+    h, w = image.shape[:2]
+    pad = max(0, -x0, -y0, x0 + size - w, y0 + size - h)
+    if pad:  # OpenCV reflects repeatedly, so even an image smaller than the padding fills the square
+        image = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REFLECT_101)
+    return image[y0 + pad : y0 + pad + size, x0 + pad : x0 + pad + size]
+
+
 @dataclass(frozen=True)
 class CellPredictions:
     """Per-crop outputs of :meth:`CellClassifier.predict` (arrays of length N)."""
@@ -192,16 +227,41 @@ class CellClassifier:
     @classmethod
     def load(cls, models_dir: Path | None = None, device: str | None = None) -> CellClassifier:
         """Load the verified ``classifier`` weights; on CUDA when available unless ``device`` says otherwise."""
-        models_dir = models_dir or default_models_dir()
-        state, config, record = load_weights(models_dir, MODEL_NAME)
-        model = CellNet(config)
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
-            raise ModelError(models_dir / record.file, f"weights do not fit the stored architecture ({exc})") from exc
+        model, config, record = load_network(models_dir)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         log.info("cell classifier %s %s (%s…) on %s", record.name, record.version, record.sha256[:12], device)
         return cls(model, config, record, device)
+
+    def crop_image(self, image: np.ndarray, mpp: Mpp) -> np.ndarray:
+        """A single-cell image at ``mpp`` as the network's input: resampled to :attr:`mpp` and cut (or padded
+        with its background) to :attr:`crop_px` around the image centre, so every cell is seen at the same
+        physical size."""
+        image = resample(np.asarray(image, np.uint8), mpp, self.mpp)
+        h, w = image.shape[:2]
+        if h < self.crop_px or w < self.crop_px:
+            # A tight crop is padded with its own background (median border colour): mirroring would
+            # paste copies of the cell's edge around it.
+            border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+            fill = tuple(int(v) for v in np.median(border, axis=0))
+            dy, dx = max(0, self.crop_px - h), max(0, self.crop_px - w)
+            image = cv2.copyMakeBorder(image, dy // 2, dy - dy // 2, dx // 2, dx - dx // 2, cv2.BORDER_CONSTANT,
+                                       value=fill)
+        return np.ascontiguousarray(crop_centred(image, (image.shape[1] - 1) / 2, (image.shape[0] - 1) / 2,
+                                                 self.crop_px))
+
+    def crops_from_files(self, paths: list[Path], mpp: Mpp | None) -> tuple[np.ndarray, list[int]]:
+        """Network inputs of single-cell image files, and the indices of ``paths`` they come from. A file that
+        cannot be used (unreadable, no resolution) is logged as one error line naming it and left out."""
+        crops, kept = [], []
+        for i, path in enumerate(paths):
+            try:
+                crops.append(self.crop_image(read_rgb(path), image_mpp(path, mpp)))
+            except InputError as exc:
+                log.error("%s", exc)
+                continue
+            kept.append(i)
+        out = np.stack(crops) if crops else np.zeros((0, self.crop_px, self.crop_px, 3), np.uint8)
+        return out, kept
 
     def _tensor(self, crops: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device, non_blocking=True)
@@ -271,6 +331,18 @@ class CellClassifier:
         if grade_neutrophils:
             dgrade[neutro] = granule[neutro]
         return CellPredictions(probs, label, score.astype(np.float32), dys, granule, dgrade)
+
+
+def load_network(models_dir: Path | None = None) -> tuple[CellNet, dict[str, Any], ModelRecord]:
+    """The verified ``classifier`` as a trainable network (BatchNorm not folded), its config and record."""
+    models_dir = models_dir or default_models_dir()
+    state, config, record = load_weights(models_dir, MODEL_NAME)
+    model = CellNet(config)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ModelError(models_dir / record.file, f"weights do not fit the stored architecture ({exc})") from exc
+    return model, config, record
 
 
 def count_parameters(model: nn.Module) -> int:

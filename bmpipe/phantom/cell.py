@@ -71,6 +71,7 @@ class CellSpec:
     granule_scale: float
     fade: float  # OD multiplier: <1 for flattened cells at the feathered edge
     seed: int
+    rods: tuple = ()  # Auer rods (thin tubes), bundled in faggot cells
 
     @property
     def extent_um(self) -> tuple[float, float, float, float]:
@@ -188,6 +189,9 @@ def _nucleus(rng: np.random.Generator, m: Morph, rn: float) -> tuple[tuple, tupl
         return tuple(_lobe(rng, ring * np.cos(phase + 2 * np.pi * i / lobes_n),
                            ring * np.sin(phase + 2 * np.pi * i / lobes_n), rn * rng.uniform(0.9, 1.05))
                      for i in range(lobes_n)), (), ()
+    if kind == "fragments":  # ruptured cell: dense, irregular nuclear fragments scattered over the debris
+        centres = rng.normal(0, rn * 0.45, (lobes_n, 2))
+        return tuple(_lobe(rng, x, y, rn * rng.uniform(0.15, 0.35), (1.0, 1.8), 0.15) for x, y in centres), (), ()
     if kind in ("smudge", "none"):
         return (), (), ()
     raise ValueError(f"unknown nucleus shape {kind!r}")
@@ -211,6 +215,22 @@ def _shift(items: tuple, dx: float, dy: float) -> tuple:
         else:
             out.append(Disc(it.cx + dx, it.cy + dy, it.r))
     return tuple(out)
+
+
+def _auer_bundles(rng: np.random.Generator, m: Morph, radius_lut: np.ndarray) -> tuple[Tube, ...]:
+    """Bundles of near-parallel Auer rods (3-8 needles of 2.5-5 µm each), centred in the cytoplasm."""
+    rods = []
+    for _ in range(int(rng.integers(int(m.auer[0]), int(m.auer[1]) + 1))):
+        t = rng.uniform(-np.pi, np.pi)
+        r = np.interp(t, THETA, radius_lut, period=2 * np.pi) * rng.uniform(0.4, 0.7)
+        centre, heading = np.array([r * np.cos(t), r * np.sin(t)]), rng.uniform(0, np.pi)
+        for _ in range(int(rng.integers(3, 9))):
+            a = heading + rng.normal(0, 0.12)
+            along, across = np.array([np.cos(a), np.sin(a)]), np.array([-np.sin(a), np.cos(a)])
+            mid = centre + rng.normal(0, 0.45) * across + rng.normal(0, 0.5) * along
+            half = rng.uniform(1.25, 2.5) * along
+            rods.append(Tube(np.stack([mid - half, mid + half]), np.full(2, rng.uniform(0.16, 0.24))))
+    return tuple(rods)
 
 
 def _fit_inside(radius_lut: np.ndarray, lobes: tuple, tubes: tuple, margin: float) -> float:
@@ -241,6 +261,8 @@ def plan_cell(code: str, rng: np.random.Generator, *, variant: str | None = None
         variant = "hypogranular"
     m = morph_for(code, stage, variant)
     radius = rng.uniform(*m.diameter_um) / 2.0 * spread
+    if m.torn[1] > 0:  # drawn only for classes that are torn by nature, so other cells keep their streams
+        torn = max(torn, rng.uniform(*m.torn))
     radius_lut = _outline(rng, m, radius, torn)
     rn = radius * rng.uniform(*m.nc)
     lobes, tubes, notches = _nucleus(rng, m, rn)
@@ -275,12 +297,13 @@ def plan_cell(code: str, rng: np.random.Generator, *, variant: str | None = None
     vac_r = np.interp(vac_t, THETA, radius_lut, period=2 * np.pi) * rng.uniform(0.6, 0.85, n_vac)
     vacuoles = tuple(Disc(r * np.cos(t), r * np.sin(t), rng.uniform(0.3, 0.9)) for t, r in zip(vac_t, vac_r))
     granule_scale = GRANULE_FRACTION[grade] if code in GRADED and grade >= 0 else 1.0
+    rods = _auer_bundles(rng, m, radius_lut) if m.auer[1] > 0 else ()
     return CellSpec(
         code=code, variant=variant or "", grade=grade if code in GRADED else -1, morph=m,
         radius_lut=radius_lut, lobes=lobes, tubes=tubes, notches=notches, nucleoli=nucleoli,
         vacuoles=vacuoles, hof=hof, chromatin_scale=rng.uniform(*m.chromatin_od),
         cyto_scale=rng.uniform(*m.cyto_od), granule_scale=granule_scale, fade=spread ** -1.5,
-        seed=int(rng.integers(2**31)),
+        seed=int(rng.integers(2**31)), rods=rods,
     )
 
 
@@ -389,6 +412,12 @@ def draw_cell(spec: CellSpec, mpp: Mpp, blur_um: float = 0.0) -> Sprite:
         weights = g.peak_od * rng.uniform(0.8, 2.2, int(keep.sum()))
         blobs = texture.splat(shape, gy[keep], gx[keep], weights, g.size_um, u)
         layers.append((g.peak_od * np.tanh(blobs / g.peak_od) * region, OD[g.colour]))
+
+    if spec.rods:  # Auer rods: sharp, dense needles; they lie in the cytoplasm, over the nucleus too
+        rods = np.zeros(shape, np.float32)
+        for rod in spec.rods:
+            paint_max(rods, rod, x, y, edge)
+        layers.append((1.4 * rods * cell, OD["auer_rod"]))
 
     od = compose(layers) if layers else np.zeros((h, w, 3), np.float32)
     od *= np.float32(spec.fade)

@@ -27,6 +27,7 @@ from bmpipe.phantom.morphology import MORPHOLOGY
 from bmpipe.phantom.palette import Stain
 from bmpipe.phantom.placement import DiscSet, fill
 from bmpipe.phantom.scene import paste
+from bmpipe.phantom.texture import blur
 from bmpipe.resolution import Mpp
 
 #: The classifier's resolution (0.25 µm/px: a 96 px crop is 24 µm, one large cell and its surroundings).
@@ -34,6 +35,10 @@ CROP_MPP = Mpp(0.25)
 #: Codes drawn by default: every class with a morphology, except platelets (the detector does not
 #: propose them as cells).
 DEFAULT_CODES = tuple(c for c in MORPHOLOGY if c != "PLT")
+#: Matek's NIF ("not identifiable") has no look of its own: a phantom NIF is a cell of another class drawn so far
+#: out of focus (Gaussian sigma, µm, over the whole crop) that no hematologist would name it.
+NIF_CODE = "NIF"
+NIF_DEFOCUS_UM = (0.9, 1.8)
 #: Share of eligible cells made dysplastic in crops (higher than in a marrow, so the classifier sees them).
 CROP_DYSPLASIA_RATE = 0.3
 #: Neighbour drawings kept for reuse, and how many neighbours a crop gets (0-2).
@@ -46,7 +51,8 @@ def cell_crops(n_per_code: dict[str, int] | int, seed: int, mpp: Mpp = CROP_MPP,
     """``(images uint8 [N, size, size, 3], codes, dysplasia_grades int [N], dysplastic bool [N])``.
 
     ``n_per_code`` is a count per code, or one count for every code of ``codes`` (default
-    :data:`DEFAULT_CODES`). Crops come in code order, each centred on its cell (±2 px).
+    :data:`DEFAULT_CODES`; :data:`NIF_CODE` may be asked for too). Crops come in code order, each centred on
+    its cell (±2 px).
     """
     if isinstance(n_per_code, int):
         plan = {c: n_per_code for c in (codes or DEFAULT_CODES)}
@@ -68,8 +74,11 @@ def cell_crops(n_per_code: dict[str, int] | int, seed: int, mpp: Mpp = CROP_MPP,
     k = 0
     for code, count in plan.items():
         for _ in range(count):
-            grade, flag, variant = dysplasia_for(code, rng, dysplasia_rate)
-            spec = plan_cell(code, rng, variant=variant or None, grade=grade, spread=rng.uniform(0.95, 1.1))
+            drawn = DEFAULT_CODES[int(rng.integers(len(DEFAULT_CODES)))] if code == NIF_CODE else code
+            grade, flag, variant = dysplasia_for(drawn, rng, dysplasia_rate)
+            if code == NIF_CODE:
+                grade, flag, variant = -1, False, ""
+            spec = plan_cell(drawn, rng, variant=variant or None, grade=grade, spread=rng.uniform(0.95, 1.1))
             blur_um = float(rng.uniform(0.0, 0.25))
             sprite = draw_cell(spec, mpp, blur_um)
             c = size_px // 2 + rng.integers(-2, 3, 2)
@@ -102,6 +111,8 @@ def cell_crops(n_per_code: dict[str, int] | int, seed: int, mpp: Mpp = CROP_MPP,
                 if taken.fits(px, py, 2.0 / u):
                     paste(od, p.od, int(px) + p.ox, int(py) + p.oy)
             paste(od, sprite.od, int(c[0]) + sprite.ox, int(c[1]) + sprite.oy)
+            if code == NIF_CODE:
+                od = blur(od, rng.uniform(*NIF_DEFOCUS_UM) / u)
             noise = Textures.window(textures.noise, int(tx), int(ty), size_px, size_px)
             images[k] = Stain.sample(rng).to_rgb(od, noise)
             out_codes.append(code)

@@ -32,7 +32,7 @@ class Granules:
 class Morph:
     diameter_um: Range
     nucleus: str  # round | indented | folded | band | segmented | bilobed | spectacles | multilobed |
-    #               multi | smudge | none
+    #               multi | fragments | smudge | none
     nc: Range = (0.6, 0.7)
     chromatin: str = "chromatin"  # palette key
     texture: str = "coarse"  # fine | lacy | coarse | clumped | pyknotic | smudge
@@ -50,6 +50,8 @@ class Morph:
     vacuoles: Range = (0, 0)
     hof: float = 0.0  # paleness of the perinuclear Golgi zone (0 none, 1 white)
     border_um: float = 0.25  # softness of the cell border (a smudge cell's is frayed)
+    torn: Range = (0.0, 0.0)  # depth of a bite out of the rim, fraction of radius (ruptured artefacts)
+    auer: Range = (0, 0)  # bundles of Auer rods (faggot cell), inclusive count
 
 
 NEUTROPHIL_GRANULES = Granules("granule_neutrophil", 5.0, 0.24, 0.45)
@@ -109,6 +111,27 @@ MORPHOLOGY: dict[str, list[tuple[float, Morph]]] = {
                         granules=(Granules("granule_azurophil", 1.4, 0.28, 0.5),)))],
     "KSC": [(1.0, Morph((10.0, 22.0), "smudge", nc=(0.85, 1.0), chromatin="chromatin_smudge", texture="smudge",
                         cytoplasm=None, aspect=(1.2, 1.9), irregular=0.18, hairy=0.015, border_um=0.9))],
+    # Faggot cell (Matek 2021 FGC; APL): an abnormal promyelocyte, nucleus often folded or bilobed, heavy
+    # azurophil granulation, and bundles of Auer rods ("faggots" of sticks) crossing the cytoplasm.
+    "FGC": [(1.0, Morph((15.0, 22.0), "folded", nc=(0.55, 0.68), chromatin="chromatin_open", texture="lacy",
+                        cytoplasm="cyto_blast", cyto_od=(0.65, 0.85), eccentric=(0.1, 0.4), indent=(0.15, 0.4),
+                        granules=(Granules("granule_azurophil", 1.6, 0.5, 0.9, over_nucleus=True),),
+                        auer=(1, 3)))],
+    # Other cells (Matek 2021 OTH: rare kinds outside the scheme); drawn as its two commonest members.
+    "OTH": [
+        (0.5, Morph((12.0, 18.0), "round", nc=(0.4, 0.52), texture="coarse", cytoplasm="cyto_basophil",
+                    eccentric=(0.0, 0.3),  # mast cell: dark granules packed in the cytoplasm, not over the nucleus
+                    granules=(Granules("granule_basophil", 2.2, 0.55, 1.0, packed=True),))),
+        (0.5, Morph((18.0, 24.0), "round", nc=(0.3, 0.4), chromatin="chromatin_open", texture="lacy",
+                    cytoplasm="cyto_macrophage", cyto_od=(0.7, 0.95), aspect=(1.0, 1.35), irregular=0.1,
+                    eccentric=(0.3, 0.7), vacuoles=(6, 14),  # macrophage: foamy cytoplasm, ingested debris
+                    granules=(Granules("granule_azurophil", 0.04, 0.9, 0.9),))),
+    ],
+    # Artefact (Matek 2021 ART): a ruptured cell, its nucleus in dense fragments, the rim torn, stain deposit.
+    "ART": [(1.0, Morph((9.0, 20.0), "fragments", nc=(0.6, 0.85), texture="pyknotic", chromatin_od=(0.7, 1.0),
+                        cytoplasm="cyto_monocyte", cyto_od=(0.35, 0.65), aspect=(1.0, 1.5), irregular=0.22,
+                        hairy=0.03, border_um=0.6, lobes=(2, 6), torn=(0.15, 0.45),
+                        granules=(Granules("stain_precipitate", 0.12, 0.7, 1.2, over_nucleus=True),)))],
     "PLT": [(1.0, Morph((2.0, 3.6), "none", cytoplasm="hyalomere", aspect=(1.0, 1.4), irregular=0.1,
                         hairy=0.04, granules=(Granules("granulomere", 9.0, 0.35, 0.7, central=True),)))],
 }

@@ -42,6 +42,9 @@ COLOURS_RGB: dict[str, tuple[float, float, float]] = {
     "cyto_megakaryocyte": (212, 186, 206),  # pale pink-lilac, finely granular
     "hyalomere": (210, 200, 222),  # pale blue-lilac platelet rim
     "granulomere": (140, 70, 150),  # purple platelet centre
+    "auer_rod": (150, 40, 120),  # red-purple needles of fused azurophil granules (faggot cells)
+    "cyto_macrophage": (214, 204, 222),  # pale grey-lilac, abundant, foamy
+    "stain_precipitate": (70, 45, 105),  # dark blue-purple stain deposit on an artefact
     "rbc": (206, 160, 156),  # red-cell haemoglobin at the rim (the pale centre is drawn thinner)
     "plasma_film": (236, 222, 226),  # dried plasma of a marrow film: faint lilac
     "film_speckle": (150, 150, 210),  # blue protein/debris specks on the film

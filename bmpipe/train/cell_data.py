@@ -23,7 +23,17 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage as ndi
 
-from bmpipe.nn.cell_classifier import CLASSIFIER_MPP, CROP_PX, DYSPLASIA_LINEAGES, GRANULE_CODES
+from bmpipe.errors import InputError
+from bmpipe.nn.cell_classifier import (
+    CLASSIFIER_MPP,
+    CROP_PX,
+    DYSPLASIA_LINEAGES,
+    GRANULE_CODES,
+    crop_centred,
+    image_mpp,
+    read_rgb,
+    resample,
+)
 from bmpipe.resolution import Mpp
 from bmpipe.taxonomy import load_taxonomy
 from bmpipe.train.datasets import DATASETS
@@ -89,32 +99,6 @@ def empty_cropset() -> CropSet:
     )
 
 
-def resample(image: np.ndarray, src: Mpp, dst: Mpp = CLASSIFIER_MPP) -> np.ndarray:
-    """Rescale ``image`` from ``src`` to ``dst`` µm/px; area averaging when shrinking so granules do not alias."""
-    f = src.um_per_px / dst.um_per_px
-    if abs(f - 1) < 1e-3:
-        return image
-    interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
-    return cv2.resize(image, None, fx=f, fy=f, interpolation=interp)
-
-
-def crop_centred(image: np.ndarray, cx: float, cy: float, size: int = STORE_PX) -> np.ndarray:
-    """``size``-px square centred on (cx, cy); parts outside the image are mirrored (background, not black)."""
-    x0, y0 = int(np.floor(cx - size / 2 + 0.5)), int(np.floor(cy - size / 2 + 0.5))
-    h, w = image.shape[:2]
-    pad = max(0, -x0, -y0, x0 + size - w, y0 + size - h)
-    if pad:
-        image = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REFLECT_101)
-    return image[y0 + pad : y0 + pad + size, x0 + pad : x0 + pad + size]
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise OSError(f"{path}: not a readable image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 def held_out(keys: list[str], groups: list[str], fraction: float = HELD_OUT_FRACTION) -> np.ndarray:
     """Fixed split: within each group, the ``fraction`` of keys with the smallest salted hash is held out.
 
@@ -139,12 +123,40 @@ def _normal_labels(codes: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return dys, grade
 
 
-def _centre_crops_of_files(files: list[Path], mpp: Mpp) -> np.ndarray:
+def store_crops(files: list[Path], mpp: Mpp | None) -> tuple[np.ndarray, np.ndarray]:
+    """Stored crops of single-cell images at ``mpp`` (None: each TIFF's own), and which files could be used
+    (one that cannot is logged as an error line naming it, and skipped)."""
     out = np.zeros((len(files), STORE_PX, STORE_PX, 3), np.uint8)
+    ok = np.ones(len(files), bool)
     for i, f in enumerate(files):
-        image = resample(read_rgb(f), mpp)
-        out[i] = crop_centred(image, (image.shape[1] - 1) / 2, (image.shape[0] - 1) / 2)
-    return out
+        try:
+            image = resample(read_rgb(f), image_mpp(f, mpp))
+        except InputError as exc:
+            log.error("%s; skipped", exc)
+            ok[i] = False
+            continue
+        out[i] = crop_centred(image, (image.shape[1] - 1) / 2, (image.shape[0] - 1) / 2, STORE_PX)
+    return out, ok
+
+
+def image_files(path: Path) -> list[Path]:
+    """``path`` itself when it is a file, else every image below it (any depth), sorted."""
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise InputError(path, "no such file or folder")
+    return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def class_folders(root: Path) -> list[tuple[str, list[Path]]]:
+    """``(folder name, its images at any depth)`` for each sub-folder of ``root``: an ImageFolder layout
+    (``NGS/x.jpg``) and the public Matek layout (``NGS/0001-1000/NGS_00001.jpg``) read alike."""
+    if not root.is_dir():
+        raise InputError(root, "not a folder of class sub-folders")
+    folders = [(p.name, image_files(p)) for p in sorted(root.iterdir()) if p.is_dir()]
+    if not any(files for _, files in folders):
+        raise InputError(root, "no images under class sub-folders (ImageFolder or Matek layout expected)")
+    return folders
 
 
 def load_pbc(root: Path | None = None) -> tuple[CropSet, CropSet]:
@@ -159,11 +171,13 @@ def load_pbc(root: Path | None = None) -> tuple[CropSet, CropSet]:
     codes = [PBC_PREFIXES.get(p, "") for p in prefixes]
     test = held_out([f.name for f in files], prefixes)
     dys, grade = _normal_labels(codes)
+    images, readable = store_crops(files, spec.mpp)
     crops = CropSet(
-        _centre_crops_of_files(files, spec.mpp), np.array(codes, "U8"), np.full(len(files), "pbc", "U16"),
+        images, np.array(codes, "U8"), np.full(len(files), "pbc", "U16"),
         np.array([str(f) for f in files], "U256"), dys, grade,
     )
-    train = ~test & (crops.codes != "")
+    train = ~test & (crops.codes != "") & readable
+    test &= readable
     log.info("PBC %s: %d train, %d held out (%d group-only)", root, train.sum(), test.sum(), (test & (crops.codes == "")).sum())
     return crops.subset(np.flatnonzero(train)), crops.subset(np.flatnonzero(test))
 
@@ -199,7 +213,7 @@ def load_segpc(root: Path | None = None) -> tuple[CropSet, CropSet]:
     for path in sorted({b[0] for b in single}):
         image = resample(read_rgb(path), spec.mpp)
         for _, x, y, _ in (b for b in single if b[0] == path):
-            crops.append(crop_centred(image, (x + 0.5) * f - 0.5, (y + 0.5) * f - 0.5))
+            crops.append(crop_centred(image, (x + 0.5) * f - 0.5, (y + 0.5) * f - 0.5, STORE_PX))
             paths.append(str(path))
     n = len(crops)
     fields = sorted(set(paths))
@@ -214,29 +228,37 @@ def load_segpc(root: Path | None = None) -> tuple[CropSet, CropSet]:
     return crops_set.subset(np.flatnonzero(~test)), crops_set.subset(np.flatnonzero(test))
 
 
-def load_folder(root: Path, mpp: Mpp, name: str = "folder") -> tuple[CropSet, CropSet]:
-    """(train, held-out) from class-code folders: ImageFolder (``NGS/x.jpg``) or Matek's nested layout
-    (``NGS/0001-1000/NGS_00001.jpg``). Folders that are not taxonomy codes are skipped with a warning."""
-    taxonomy = load_taxonomy()
-    files, codes = [], []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        code = folder.name.upper()
-        if code not in taxonomy.codes:
-            log.warning("%s: folder %r is not a taxonomy code; skipped", root, folder.name)
+def labelled_images(root: Path, extra_labels: Iterable[str] = ()) -> tuple[list[Path], list[str]]:
+    """Images under the class folders of ``root`` and their labels: a taxonomy code (folder named so, in any
+    case) or one of ``extra_labels`` (lower case, e.g. PBC groups); other folders are skipped with a warning."""
+    codes, extra = load_taxonomy().codes, set(extra_labels)
+    files, labels = [], []
+    for folder, found in class_folders(root):
+        label = folder.upper() if folder.upper() in codes else folder.lower()
+        if label not in codes and label not in extra:
+            log.warning("%s: folder %r is not a class this data can hold; skipped", root, folder)
             continue
-        found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         files += found
-        codes += [code] * len(found)
+        labels += [label] * len(found)
     if not files:
-        raise FileNotFoundError(f"{root}: no images under class-code folders")
+        raise InputError(root, "no images under folders named by a taxonomy code"
+                         + (f" or one of {', '.join(sorted(extra))}" if extra else ""))
+    return files, labels
+
+
+def load_folder(root: Path, mpp: Mpp, name: str = "folder") -> tuple[CropSet, CropSet]:
+    """(train, held-out) from class-code folders, ImageFolder or Matek's nested layout (:func:`class_folders`).
+    Folders that are not taxonomy codes are skipped with a warning, unreadable images with an error line."""
+    files, codes = labelled_images(root)
     test = held_out([str(f.relative_to(root)) for f in files], codes)
     n = len(files)
+    images, readable = store_crops(files, mpp)
     crops = CropSet(
-        _centre_crops_of_files(files, mpp), np.array(codes, "U8"), np.full(n, name, "U16"),
+        images, np.array(codes, "U8"), np.full(n, name, "U16"),
         np.array([str(f) for f in files], "U256"), np.full(n, -1, np.int8), np.full(n, -1, np.int8),
     )
-    log.info("%s %s at %s: %d train, %d held out", name, root, mpp, (~test).sum(), test.sum())
-    return crops.subset(np.flatnonzero(~test)), crops.subset(np.flatnonzero(test))
+    log.info("%s %s at %s: %d train, %d held out", name, root, mpp, (~test & readable).sum(), (test & readable).sum())
+    return crops.subset(np.flatnonzero(~test & readable)), crops.subset(np.flatnonzero(test & readable))
 
 
 def phantom_available() -> bool:
@@ -252,6 +274,8 @@ def phantom_available() -> bool:
 #: of the phantom cells are drawn at this scan resolution, JPEG-compressed as a scanner does, and resampled.
 SCAN_MPP = Mpp(0.1)
 SCAN_JPEG_QUALITY = 90
+#: Seed of the held-out phantom cells (training draws its own with the run's seed, never this one).
+PHANTOM_HELD_OUT_SEED = 10_007
 
 
 def as_scanned(images: np.ndarray, size_px: int) -> np.ndarray:
@@ -264,11 +288,18 @@ def as_scanned(images: np.ndarray, size_px: int) -> np.ndarray:
     return out
 
 
+def phantom_codes() -> list[str]:
+    """Every class the phantom draws for the classifier: all drawable cells and defocused NIF."""
+    from bmpipe.phantom.crops import DEFAULT_CODES, NIF_CODE
+
+    return [*DEFAULT_CODES, NIF_CODE]
+
+
 def load_phantom(n_per_code: int, seed: int, codes: Iterable[str] | None = None) -> CropSet:
     """Phantom cells with exact class and dysplasia labels: half drawn at 0.25 µm/px, half as scanned."""
     from bmpipe.phantom import cell_crops
 
-    codes = list(codes) if codes else None
+    codes = list(codes) if codes else phantom_codes()
     direct = cell_crops(max(1, n_per_code // 2), seed, mpp=CLASSIFIER_MPP, size_px=STORE_PX, codes=codes)
     scan_px = round(STORE_PX * SCAN_MPP.factor_to(CLASSIFIER_MPP))
     scanned = cell_crops(max(1, n_per_code - n_per_code // 2), seed + 1, mpp=SCAN_MPP, size_px=scan_px,

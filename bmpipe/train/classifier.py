@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import logging
 import math
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -27,30 +24,31 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bmpipe.evaluation.classifier import evaluate, format_metrics, speed_on_pbc
 from bmpipe.nn.cell_classifier import (
-    GRANULE_CODES,
     MODEL_NAME,
     CellClassifier,
     CellNet,
     count_parameters,
     default_config,
+    load_network,
 )
 from bmpipe.nn.weights import ModelRecord, default_models_dir, save_model
 from bmpipe.resolution import Mpp
 from bmpipe.taxonomy import load_taxonomy
 from bmpipe.train import cell_data
 from bmpipe.train.cell_data import Augment, CropSet
-from bmpipe.train.datasets import DATASETS, data_root
+from bmpipe.train.datasets import DATASETS
 
 log = logging.getLogger(__name__)
 
-#: Matek code → PBC group folder, exactly as the reference scorer (shared/tools/eval_classify.py) maps them;
-#: any other predicted code counts as wrong for a PBC image.
-PBC_GROUP_OF_CODE = {
-    "BAS": "basophil", "EOS": "eosinophil", "ABE": "eosinophil", "EBO": "erythroblast", "PEB": "erythroblast",
-    "PMO": "ig", "MYB": "ig", "MMZ": "ig", "NGB": "neutrophil", "NGS": "neutrophil", "LYT": "lymphocyte",
-    "LYI": "lymphocyte", "MON": "monocyte", "PLT": "platelet",
-}
+#: What the phantom-only classes are drawn as (``bmpipe.phantom``): a card must say how narrow they are.
+PHANTOM_ONLY_NOTES = (
+    ("- FGC (faggot cell) is drawn as a promyelocyte-like cell with bundles of Auer rods, OTH (other) as mast "
+     "cells and macrophages, ART (artefact) as a ruptured cell with a fragmented nucleus and stain deposit, NIF "
+     "(not identifiable) as any cell strongly out of focus. Real faggot cells, other cells and artefacts vary far "
+     "more: read these four classes as 'looks like the phantom', not as validated detectors."),
+)
 
 
 @dataclass(frozen=True)
@@ -68,6 +66,7 @@ class TrainSettings:
     ema_decay: float = 0.998
     seed: int = 0
     threads: int = 2
+    init: Path | None = None  # models folder whose classifier the run starts from (warm start)
 
 
 @dataclass
@@ -96,7 +95,8 @@ def gather_data(settings: TrainSettings, folders: list[tuple[Path, Mpp]], builti
             raise RuntimeError("bmpipe.phantom.cell_crops is not importable; pass --no-phantom to train without it")
         t0 = time.monotonic()
         train.append(cell_data.load_phantom(settings.phantom_per_code, settings.seed))
-        held["phantom"] = cell_data.load_phantom(settings.phantom_eval_per_code, settings.seed + 10_007)
+        held["phantom"] = cell_data.load_phantom(settings.phantom_eval_per_code,
+                                                 settings.seed + cell_data.PHANTOM_HELD_OUT_SEED)
         log.info("phantom crops rendered in %.0f s", time.monotonic() - t0)
     data = CropSet.concat(train)
     if not len(data):
@@ -128,6 +128,25 @@ class BalancedSampler:
             pool = real if use_real else synth
             out[i] = pool[self.rng.integers(len(pool))]
         return out
+
+
+def warm_start(model: CellNet, codes: tuple[str, ...], models_dir: Path) -> str:
+    """Copy a trained classifier's weights into ``model``; class-head rows are matched by code, so codes new
+    to ``model`` start untrained while every other weight starts where the earlier training ended."""
+    old, old_config, record = load_network(models_dir)
+    row = {c: i for i, c in enumerate(old_config["codes"])}
+    state = model.state_dict()
+    for key, value in old.state_dict().items():
+        if key.startswith("class_head."):
+            for i, code in enumerate(codes):
+                if code in row:
+                    state[key][i] = value[row[code]]
+        elif key in state and state[key].shape == value.shape:
+            state[key].copy_(value)
+    model.load_state_dict(state)
+    log.info("warm start from %s %s: %d of %d codes already known", record.name, record.version,
+             sum(c in row for c in codes), len(codes))
+    return record.version
 
 
 def _lr_factor(progress: float, warmup: float) -> float:
@@ -209,159 +228,6 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
             e.copy_(m)
 
 
-# --- evaluation -------------------------------------------------------------------------------------------
-
-
-def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
-    p = tp / (tp + fp) if tp + fp else 0.0
-    r = tp / (tp + fn) if tp + fn else 0.0
-    return p, r, (2 * p * r / (p + r) if p + r else 0.0)
-
-
-def class_report(truth: list[str], pred: list[str], title: str) -> dict[str, Any]:
-    """Per-class precision/recall/F1, strict and tolerant (Matek 2021's tolerated confusions), logged as a table."""
-    taxonomy = load_taxonomy()
-    rows = {}
-    for c in sorted(set(truth), key=lambda c: taxonomy.codes.index(c)):
-        tp = sum(t == c and p == c for t, p in zip(truth, pred))
-        fp = sum(t != c and p == c for t, p in zip(truth, pred))
-        fn = sum(t == c and p != c for t, p in zip(truth, pred))
-        tol_tp = sum(t == c and taxonomy.is_tolerated(t, p) for t, p in zip(truth, pred))
-        tol_fp = sum(t != c and p == c and not taxonomy.is_tolerated(t, p) for t, p in zip(truth, pred))
-        rows[c] = {
-            "n": truth.count(c), "strict": _prf(tp, fp, fn),
-            "tolerant": _prf(tol_tp, tol_fp, truth.count(c) - tol_tp),
-        }
-    macro = {k: float(np.mean([r[k][2] for r in rows.values()])) for k in ("strict", "tolerant")}
-    accuracy = float(np.mean([t == p for t, p in zip(truth, pred)])) if truth else 0.0
-    log.info("%s: n=%d  accuracy %.3f  macro-F1 strict %.3f tolerant %.3f",
-             title, len(truth), accuracy, macro["strict"], macro["tolerant"])
-    log.info("  code     n   P      R      F1   | tolerant P   R      F1")
-    for c, r in rows.items():
-        log.info("  %-4s %5d  %.3f  %.3f  %.3f | %.3f  %.3f  %.3f", c, r["n"], *r["strict"], *r["tolerant"])
-    return {"rows": rows, "macro_f1": macro, "accuracy": accuracy, "n": len(truth)}
-
-
-def pbc_group_scores(groups: list[str], pred: list[str]) -> dict[str, Any]:
-    """8-group F1 exactly as ``eval_classify.py`` scores it (groups from folder names)."""
-    pred_groups = [PBC_GROUP_OF_CODE.get(p, "other:" + p) for p in pred]
-    f1 = {
-        g: _prf(
-            sum(t == g and p == g for t, p in zip(groups, pred_groups)),
-            sum(t != g and p == g for t, p in zip(groups, pred_groups)),
-            sum(t == g and p != g for t, p in zip(groups, pred_groups)),
-        )[2]
-        for g in sorted(set(groups))
-    }
-    accuracy = float(np.mean([t == p for t, p in zip(groups, pred_groups)]))
-    macro = float(np.mean(list(f1.values())))
-    log.info("PBC 8-group macro-F1 %.3f accuracy %.3f  %s", macro, accuracy,
-             " ".join(f"{g}={v:.2f}" for g, v in f1.items()))
-    return {"f1": f1, "macro_f1": macro, "accuracy": accuracy, "n": len(groups)}
-
-
-def evaluate(clf: CellClassifier, sets: dict[str, CropSet], work: Path) -> dict[str, Any]:
-    """Score ``clf`` on every held-out set; logs per-class tables and returns the numbers for the card."""
-    metrics: dict[str, Any] = {}
-    for name, data in sets.items():
-        if not len(data):
-            continue
-        pred = clf.predict(data.centre_crops())
-        labels = [str(p) for p in pred.label]
-        coded = data.codes != ""
-        result: dict[str, Any] = {
-            "classes": class_report([str(c) for c in data.codes[coded]], [labels[i] for i in np.flatnonzero(coded)],
-                                    f"held-out {name}"),
-            "unidentified_rate": float(np.mean(pred.label == "NIF")),
-        }
-        result.update(_dysplasia_metrics(clf, data, pred))
-        if name == "pbc":
-            groups = [Path(p).parent.name for p in data.paths]
-            result["groups"] = pbc_group_scores(groups, labels)
-            result["reference_scorer"] = run_reference_scorer(data, labels, work)
-        metrics[name] = result
-    return metrics
-
-
-def _dysplasia_metrics(clf: CellClassifier, data: CropSet, pred) -> dict[str, Any]:
-    """Dysplastic accuracy where labelled, and granule grade (16-rotation maximum) on true NGS/NGB/MMZ cells."""
-    out: dict[str, Any] = {}
-    d = data.dysplastic >= 0
-    if d.any():
-        called = pred.dysplasia_score[d] > 0.5
-        truth = data.dysplastic[d] == 1
-        out["dysplastic_accuracy"] = float(np.mean(called == truth))
-        out["dysplastic_n"] = int(d.sum())
-        out["dysplastic_positive_n"] = int(truth.sum())
-        if truth.any():
-            out["dysplastic_sensitivity"] = float(np.mean(called[truth]))
-        if (~truth).any():
-            out["dysplastic_false_positive_rate"] = float(np.mean(called[~truth]))
-    # Codes that have dysplastic examples here: accuracy over all scored codes is inflated by the many whose
-    # every example is normal.
-    variant_codes = np.unique(data.codes[data.dysplastic == 1])
-    v = d & np.isin(data.codes, variant_codes)
-    if v.any() and len(variant_codes):
-        out["dysplastic_accuracy_codes_with_dysplasia"] = float(
-            np.mean((pred.dysplasia_score[v] > 0.5) == (data.dysplastic[v] == 1))
-        )
-        out["codes_with_dysplasia"] = ", ".join(variant_codes)
-    g = (data.grades >= 0) & np.isin(data.codes, GRANULE_CODES)
-    if g.any():
-        raw = clf.raw_grade(data.centre_crops()[g])
-        grade = np.clip(np.rint(raw), 0, 3).astype(int)
-        truth = data.grades[g].astype(int)
-        out["grade_within_1"] = float(np.mean(np.abs(grade - truth) <= 1))
-        out["grade_exact"] = float(np.mean(grade == truth))
-        out["grade_n"] = int(g.sum())
-        out["grade_confusion"] = [[int(np.sum((truth == t) & (grade == p))) for p in range(4)] for t in range(4)]
-    return out
-
-
-def reference_scorer_path() -> Path:
-    return data_root().parent / "tools" / "eval_classify.py"
-
-
-def run_reference_scorer(data: CropSet, labels: list[str], work: Path) -> str:
-    """Write ``image,label`` for the held-out PBC images and run the project's reference scorer on it."""
-    work.mkdir(parents=True, exist_ok=True)
-    path = work / "heldout_pbc_predictions.csv"
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["image", "label"])
-        writer.writerows(zip(data.paths, labels))
-    script = reference_scorer_path()
-    if not script.exists():
-        return f"(reference scorer {script} not found; predictions in {path})"
-    out = subprocess.run([sys.executable, str(script), str(path)], capture_output=True, text=True, check=True)
-    log.info("eval_classify.py %s:\n%s", path, out.stdout.strip())
-    return out.stdout.strip()
-
-
-def measure_speed(clf: CellClassifier, mixed: np.ndarray, neutrophils: np.ndarray, repeats: int = 3) -> dict[str, float]:
-    """Crops per second of predict(): without the 16-rotation grade pass, on a real mix, on neutrophils only."""
-
-    def rate(fn, crops: np.ndarray) -> float:
-        fn(crops[:64])
-        t0 = time.perf_counter()
-        for _ in range(repeats):
-            fn(crops)
-        return repeats * len(crops) / (time.perf_counter() - t0)
-
-    out = {
-        "classify_only": rate(lambda c: clf.predict(c, grade_neutrophils=False), mixed),
-        "mixed_with_grades": rate(clf.predict, mixed),
-        "neutrophils_with_grades": rate(clf.predict, neutrophils),
-        "threads": torch.get_num_threads(),
-        "n_mixed": len(mixed),
-        "neutrophil_share_of_mixed": float(np.mean(np.isin(clf.predict(mixed).label, GRANULE_CODES))),
-    }
-    # A marrow differential is ~30 % metamyelocytes, bands and segmented neutrophils (each graded 16 times).
-    per_crop = 1 / out["classify_only"]
-    out["marrow_mix_30pct_estimate"] = 1 / (per_crop + 0.3 * (1 / out["neutrophils_with_grades"] - per_crop))
-    return out
-
-
 # --- the run ----------------------------------------------------------------------------------------------
 
 
@@ -383,37 +249,47 @@ def train_classifier(
     taxonomy = load_taxonomy()
     codes = tuple(c for c in taxonomy.codes if c in set(data.train.codes))
     config = default_config(codes)
-    model, stats = fit(CellNet(config), data.train, codes, settings)
+    model = CellNet(config)
+    if settings.init is not None:
+        config["warm_start"] = warm_start(model, codes, settings.init)
+    model, stats = fit(model, data.train, codes, settings)
     stats["load_seconds"] = round(time.monotonic() - t0 - stats["seconds"], 1)
     version = version or time.strftime("%Y.%m.%d")
-    config["training"] = {**{k: v for k, v in asdict(settings).items() if k != "threads"}, **stats}
+    config["training"] = {**{k: v for k, v in asdict(settings).items() if k not in ("threads", "init")}, **stats}
     record = save_model(model, models_dir, MODEL_NAME, version, config)
     log.info("saved %s (%s) sha256 %s", record.file, version, record.sha256)
 
     clf = CellClassifier.load(models_dir, device="cpu")
     metrics = evaluate(clf, data.held_out, work)
+    for line in format_metrics(metrics):
+        log.info("%s", line)
     pbc = data.held_out.get("pbc")
     if pbc is not None and len(pbc):
-        crops = pbc.centre_crops()
-        mixed = np.random.default_rng(0).permutation(len(crops))[:512]
-        neutro = crops[np.isin(pbc.codes, GRANULE_CODES)]
-        metrics["speed"] = measure_speed(clf, crops[mixed], neutro[:256])
+        metrics["speed"] = speed_on_pbc(clf, pbc)
         log.info("speed (crops/s): %s", metrics["speed"])
     write_card(models_dir, record, config, data, metrics, count_parameters(model))
     log.info("total %.0f s", time.monotonic() - t0)
     return record
 
 
-def _provenance(data: CropSet, codes: tuple[str, ...]) -> list[str]:
-    lines = ["| code | name | real images (data set: n) | phantom images | learned from |", "|---|---|---|---|---|"]
+def _provenance(data: CropSet, codes: tuple[str, ...], metrics: dict[str, Any]) -> list[str]:
+    """Per class: the images it learned from (real or only synthetic) and its strict F1 on each held-out set."""
+    lines = [
+        "| code | name | real images (data set: n) | phantom images | learned from | held-out F1 (set: F1, n) |",
+        "|---|---|---|---|---|---|",
+    ]
     taxonomy = load_taxonomy()
     for c in codes:
+        scores = ", ".join(
+            f"{name}: {m['classes']['rows'][c]['strict'][2]:.2f} (n={m['classes']['rows'][c]['n']})"
+            for name, m in metrics.items() if name != "speed" and c in m["classes"]["rows"]
+        ) or "not held out"
         mine = data.codes == c
         real = Counter(str(s) for s in data.sources[mine & (data.sources != "phantom")])
         n_ph = int(np.sum(mine & (data.sources == "phantom")))
         real_txt = ", ".join(f"{k}: {v}" for k, v in sorted(real.items())) or "none"
         kind = "REAL + phantom" if real and n_ph else ("REAL only" if real else "ONLY SYNTHETIC (phantom)")
-        lines.append(f"| {c} | {taxonomy[c].name} | {real_txt} | {n_ph} | {kind} |")
+        lines.append(f"| {c} | {taxonomy[c].name} | {real_txt} | {n_ph} | {kind} | {scores} |")
     return lines
 
 
@@ -479,12 +355,14 @@ def write_card(
         f"{t['seconds'] / 60:.1f} min on {torch.get_num_threads()} CPU threads (+{t['load_seconds'] / 60:.1f} min "
         f"data preparation); AdamW lr {t['lr']}, cosine, EMA {t['ema_decay']}, class-balanced sampling, "
         f"real:phantom {t['real_fraction']} per class; seed {t['seed']}"),
+        *([(f"- warm start: every weight but the new class-head rows began as classifier {config['warm_start']} "
+            "(itself trained from scratch here)")] if "warm_start" in config else []),
         "",
         "## Data",
         "",
         *_data_lines(data),
         "",
-        *_provenance(data.train, tuple(config["codes"])),
+        *_provenance(data.train, tuple(config["codes"]), metrics),
         "",
         "## Results on held-out data",
         "",
@@ -538,6 +416,7 @@ def write_card(
         ("- µm/px of the public sets is estimated from red-cell and cell diameters; a scanner with a very different "
         "stain or optics can shift results: check on local slides."),
         "- Crops are 24 µm square; megakaryocytes (30-100 µm) are classified from their centre only.",
+        *PHANTOM_ONLY_NOTES,
         "",
     ]
     path = models_dir / f"{MODEL_NAME}.card.md"
@@ -562,6 +441,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=TrainSettings.batch_size)
     parser.add_argument("--phantom-per-code", type=int, default=TrainSettings.phantom_per_code)
     parser.add_argument("--seed", type=int, default=TrainSettings.seed)
+    parser.add_argument("--lr", type=float, default=TrainSettings.lr)
+    parser.add_argument("--init", type=Path, default=None,
+                        help="models folder whose classifier to start from (class-head rows matched by code)")
     parser.add_argument("--threads", type=int, default=TrainSettings.threads)
     args = parser.parse_args(argv)
     if len(args.mpp) != len(args.data):
@@ -569,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = TrainSettings(
         minutes=args.minutes, steps=args.steps, batch_size=args.batch_size,
-        phantom_per_code=args.phantom_per_code, seed=args.seed, threads=args.threads,
+        phantom_per_code=args.phantom_per_code, seed=args.seed, threads=args.threads, lr=args.lr, init=args.init,
     )
     record = train_classifier(
         args.models_dir, settings, [(d, Mpp(m)) for d, m in zip(args.data, args.mpp)],

@@ -1,0 +1,86 @@
+"""``bmpipe classify IMAGES... --out preds.csv``: classify single-cell images (files or folders) into a CSV.
+
+Each image is resampled from its µm/px to the classifier's and cut (or mirror-padded) to the model's fixed
+physical crop around its centre, so a cell photographed at any magnification is seen at the size the network
+learned. Images are read and classified a batch at a time (GPU with mixed precision when present); an image
+that cannot be used gets one error line naming it, and the others are still classified.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+from pathlib import Path
+
+from bmpipe.errors import InputError
+from bmpipe.nn.cell_classifier import CellClassifier
+from bmpipe.nn.weights import default_models_dir
+from bmpipe.resolution import Mpp
+from bmpipe.train.cell_data import image_files
+
+log = logging.getLogger(__name__)
+
+
+def _inputs(items: list[Path]) -> tuple[list[Path], int]:
+    """Image files named or found under the given folders, and how many arguments could not be used."""
+    files, bad = [], 0
+    for item in items:
+        try:
+            found = image_files(item)
+        except InputError as exc:
+            log.error("%s", exc)
+            bad += 1
+            continue
+        if not found:
+            log.error("%s", InputError(item, "folder holds no images (.jpg, .png, .tif, .bmp)"))
+            bad += 1
+        files += found
+    return files, bad
+
+
+def classify_files(clf: CellClassifier, files: list[Path], mpp: Mpp | None, out: Path, batch_size: int) -> int:
+    """Write ``image,label,score,p_<code>...`` for every usable file; returns how many could not be used."""
+    failed = 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "label", "score", *(f"p_{c}" for c in clf.codes)])
+        for start in range(0, len(files), batch_size):
+            chunk = files[start : start + batch_size]
+            crops, kept = clf.crops_from_files(chunk, mpp)
+            failed += len(chunk) - len(kept)
+            if not kept:
+                continue
+            pred = clf.predict(crops, batch_size=batch_size, grade_neutrophils=False)
+            for j, i in enumerate(kept):
+                writer.writerow([str(chunk[i]), pred.label[j], f"{pred.label_score[j]:.4f}",
+                                 *(f"{p:.4f}" for p in pred.probs[j])])
+    return failed
+
+
+def _mpp(text: str) -> Mpp:
+    try:
+        return Mpp(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of µm per pixel") from None
+
+
+def _classify(args: argparse.Namespace) -> int:
+    files, bad = _inputs(args.images)
+    clf = CellClassifier.load(args.models or default_models_dir())
+    failed = classify_files(clf, files, args.mpp, args.out, args.batch_size)
+    log.info("classified %d of %d images with classifier %s → %s", len(files) - failed, len(files),
+             clf.record.version, args.out)
+    return 2 if failed or bad else 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("classify", help="classify single-cell images into a CSV of labels and probabilities")
+    p.add_argument("images", nargs="+", type=Path, help="image files or folders of them (searched recursively)")
+    p.add_argument("--out", type=Path, required=True, help="CSV to write: image,label,score,p_<code>...")
+    p.add_argument("--mpp", type=_mpp, default=None,
+                   help="µm per pixel of the images (required unless each is a TIFF that carries it)")
+    p.add_argument("--models", type=Path, default=None, help="models folder (default: the shipped one)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.set_defaults(func=_classify)
