@@ -7,6 +7,7 @@ threshold is marked borderline, because a count of a few hundred cells cannot pl
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from functools import cache
 from importlib import resources
@@ -21,6 +22,8 @@ class Finding:
     text: str
     borderline: bool
     sources: tuple[str, ...]
+    system: str | None = None  # "who2016" | "who2022" | "icc2022" for a blast finding, which checks one system
+    category: str | None = None  # what that system calls the range the blast percentage lies in, if anything
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -31,12 +34,24 @@ def load_criteria() -> dict[str, Any]:
     return yaml.safe_load(resources.files("bmpipe.data").joinpath("criteria.yaml").read_text("utf-8"))
 
 
-def _fmt(value: float) -> str:
+def fmt_pct(value: float) -> str:
+    """One decimal, as every percentage in a finding, a table and a report is written."""
     return f"{value:.1f}"
 
 
-def _ci_text(ci: tuple[float, float]) -> str:
-    return f"95% CI {_fmt(ci[0])}-{_fmt(ci[1])}"
+def fmt_pct_within(pct: float, low: float, high: float | None) -> str:
+    """``pct`` with one decimal, or more where rounding would carry it across ``low`` or ``high``: 4.99%
+    lies below the 5% threshold and must not read "5.0%"."""
+    for decimals in (1, 2, 3):
+        text = f"{pct:.{decimals}f}"
+        shown = float(text)
+        if shown >= low and (high is None or shown < high):
+            return text
+    return f"{math.floor(pct * 1000) / 1000:.3f}"
+
+
+def ci_text(ci: tuple[float, float]) -> str:
+    return f"95% CI {fmt_pct(ci[0])}-{fmt_pct(ci[1])}"
 
 
 def blast_range(pct: float) -> dict[str, Any]:
@@ -47,29 +62,54 @@ def blast_range(pct: float) -> dict[str, Any]:
     raise ValueError(f"blast percentage {pct} lies in no range of criteria.yaml")
 
 
-def _crosses(ci: tuple[float, float], band: dict[str, Any]) -> bool:
-    """True when the interval reaches into a neighbouring range."""
-    below = ci[0] < band["low"] and band["low"] > 0
-    above = band["high"] is not None and ci[1] >= band["high"]
-    return below or above
+def _span(band: dict[str, Any]) -> str:
+    """How a hematologist writes a range: <5%, 5-9%, 10-19%, ≥20% (thresholds are whole percentages)."""
+    if band["high"] is None:
+        return f"≥{band['low']}%"
+    if band["low"] == 0:
+        return f"<{band['high']}%"
+    return f"{band['low']}-{band['high'] - 1}%"
+
+
+def crossed_thresholds(ci: tuple[float, float], band: dict[str, Any]) -> list[float]:
+    """The range limits the interval reaches across: the finding cannot be placed on one side of them."""
+    crossed = []
+    if band["low"] > 0 and ci[0] < band["low"]:
+        crossed.append(band["low"])
+    if band["high"] is not None and ci[1] >= band["high"]:
+        crossed.append(band["high"])
+    return crossed
+
+
+def _borderline_text(thresholds: list[float]) -> str:
+    limits = " and ".join(f"{t:g}%" for t in thresholds)
+    plural = "s" if len(thresholds) > 1 else ""
+    return f" The interval crosses the {limits} threshold{plural}: borderline, a larger count or review is advised."
 
 
 def blast_findings(pct: float, ci: tuple[float, float]) -> list[Finding]:
+    """One finding per classification system, e.g. "Blast percentage 12.4% (95% CI 11.2-13.7) lies in the
+    10-19% range of WHO 2022 MDS-IB2."."""
     crit = load_criteria()
     band = blast_range(pct)
-    borderline = _crosses(ci, band)
-    span = f"{band['low']}-{band['high'] - 1}%" if band["high"] is not None else f"≥{band['low']}%"
-    named = [f"{crit['systems'][s]} {cat}" for s, cat in band["category"].items() if cat]
-    measured = f"Blast percentage {_fmt(pct)}% ({_ci_text(ci)})"
-    if named:
-        text = f"{measured} lies in the {span} range of " + ", ".join(named) + "."
-    else:
-        text = f"{measured} is below the 5% marrow-blast threshold of WHO 2016, WHO 2022 and ICC 2022."
-    if band.get("note"):
-        text += " " + band["note"]
-    if borderline:
-        text += " The interval crosses a threshold: borderline, a larger count or review is advised."
-    return [Finding("blasts", text, borderline, tuple(crit["systems"]))]
+    crossed = crossed_thresholds(ci, band)
+    measured = f"Blast percentage {fmt_pct_within(pct, band['low'], band['high'])}% ({ci_text(ci)})"
+    findings = []
+    for system, label in crit["systems"].items():
+        category = band["category"][system]
+        if category:
+            text = f"{measured} lies in the {_span(band)} range of {label} {category}."
+        else:
+            first = next(b for b in crit["blasts"] if b["category"][system])
+            text = (f"{measured} lies in the {_span(band)} range of {label}, below "
+                    f"{first['category'][system]} ({_span(first)}).")
+        note = (band.get("note") or {}).get(system)
+        if note:
+            text += " " + note
+        if crossed:
+            text += _borderline_text(crossed)
+        findings.append(Finding("blasts", text, bool(crossed), (system,), system, category))
+    return findings
 
 
 def dysplasia_findings(
@@ -77,6 +117,7 @@ def dysplasia_findings(
 ) -> list[Finding]:
     spec = load_criteria()["dysplasia"]
     threshold = spec["threshold_pct"]
+    systems = ", ".join(load_criteria()["systems"][s] for s in spec["sources"])
     findings = []
     for lineage in spec["lineages"]:
         n = n_by_lineage.get(lineage, 0)
@@ -84,40 +125,52 @@ def dysplasia_findings(
             continue
         pct, ci = pct_by_lineage[lineage], ci_by_lineage[lineage]
         above = pct >= threshold
-        borderline = ci[0] < threshold <= ci[1]
+        shown = fmt_pct_within(pct, threshold, None) if above else fmt_pct_within(pct, 0, threshold)
         relation = "reaches" if above else "is below"
         text = (
-            f"Dysplastic {lineage} cells {_fmt(pct)}% of {n} ({_ci_text(ci)}) {relation} the {threshold}% "
-            f"threshold for significant {lineage} dysplasia (WHO 2016, WHO 2022, ICC 2022)."
+            f"Dysplastic {lineage} cells {shown}% of {n} ({ci_text(ci)}) {relation} the {threshold}% "
+            f"threshold for significant {lineage} dysplasia ({systems})."
         )
+        borderline = ci[0] < threshold <= ci[1]
         if borderline:
-            text += " The interval crosses the threshold: borderline."
+            text += _borderline_text([threshold])
         findings.append(Finding("dysplasia", text, borderline, tuple(spec["sources"])))
     return findings
 
 
 def plasma_findings(pct: float, ci: tuple[float, float]) -> list[Finding]:
+    """A finding for each plasma-cell threshold the percentage reaches or whose interval reaches it."""
     findings = []
     for rule in load_criteria()["plasma_cells"]:
         threshold = rule["threshold_pct"]
         borderline = ci[0] < threshold <= ci[1]
         if pct >= threshold or borderline:
-            relation = "reaches" if pct >= threshold else "is just below"
+            above = pct >= threshold
+            shown = fmt_pct_within(pct, threshold, None) if above else fmt_pct_within(pct, 0, threshold)
+            relation = "reaches" if above else "is just below"
             text = (
-                f"Plasma cells {_fmt(pct)}% ({_ci_text(ci)}) {relation} {rule['meaning']}; "
+                f"Plasma cells {shown}% ({ci_text(ci)}) {relation} {rule['meaning']}; "
                 "clonality needs flow cytometry or immunohistochemistry."
             )
+            if borderline:
+                text += _borderline_text([threshold])
             findings.append(Finding("plasma_cells", text, borderline, (rule["source"],)))
     return findings
 
 
+def minimum_count() -> int:
+    """ICSH's minimum number of nucleated cells in a marrow differential."""
+    return int(load_criteria()["minimum_count"]["cells"])
+
+
 def count_findings(n_counted: int) -> list[Finding]:
-    minimum = load_criteria()["minimum_count"]
-    if n_counted >= minimum["cells"]:
-        text = f"{n_counted} nucleated cells counted (ICSH minimum {minimum['cells']})."
-        return [Finding("count", text, False, (minimum["source"],))]
+    source = load_criteria()["minimum_count"]["source"]
+    minimum = minimum_count()
+    if n_counted >= minimum:
+        text = f"{n_counted} nucleated cells counted (ICSH minimum {minimum})."
+        return [Finding("count", text, False, (source,))]
     text = (
-        f"Only {n_counted} nucleated cells counted, below the ICSH minimum of {minimum['cells']}: "
+        f"Only {n_counted} nucleated cells counted, below the ICSH minimum of {minimum}: "
         "percentages are imprecise, see their intervals."
     )
-    return [Finding("count", text, True, (minimum["source"],))]
+    return [Finding("count", text, True, (source,))]

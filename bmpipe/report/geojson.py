@@ -1,11 +1,14 @@
 """Detected cells as GeoJSON that QuPath imports (File > Import objects) onto the same slide.
 
-QuPath (0.4+) reads a FeatureCollection whose features carry ``properties.objectType`` ("detection") and
-``properties.classification`` {"name", "color": [r, g, b]}; coordinates are level-0 pixels, as in bmpipe.
+The form is the one QuPath's own reader expects (``qupath.lib.io.PathObjectTypeAdapters``, QuPath 0.4+): a
+``FeatureCollection`` of ``Feature``s, each with a UUID ``id``, a ``Polygon`` geometry (here the cell's box, in
+level-0 pixels as in bmpipe) and ``properties`` holding ``objectType: "detection"``, ``classification``
+``{"name", "color": [r, g, b]}`` and ``measurements``, an object of finite numbers.
 """
 
 from __future__ import annotations
 
+import math
 import uuid
 from typing import Any
 
@@ -14,6 +17,11 @@ from bmpipe.taxonomy import load_taxonomy
 
 #: Fixed namespace so that the same cell of the same slide keeps its object id across runs.
 _NAMESPACE = uuid.UUID("5b0c1d6e-8a4f-4e0b-9a57-6f1f2c3d4e5f")
+
+
+def _measurements(values: dict[str, float]) -> dict[str, float]:
+    """QuPath reads measurements as doubles; a NaN would make the file invalid JSON, so it is left out."""
+    return {name: v for name, v in values.items() if math.isfinite(v)}
 
 
 def cells_geojson(cells: Cells, slide_id: str) -> dict[str, Any]:
@@ -25,12 +33,13 @@ def cells_geojson(cells: Cells, slide_id: str) -> dict[str, Any]:
         properties: dict[str, Any] = {
             "objectType": "detection",
             "name": code,
-            "measurements": {
+            "measurements": _measurements({
+                "cell id": float(i),  # the row of cells.parquet and the cell_id of review.csv
                 "detection score": round(float(cells.score[i]), 4),
                 "class probability": round(float(cells.label_score[i]), 4),
                 "dysplasia probability": round(float(cells.dysplasia_score[i]), 4),
-                "dysplasia grade": int(cells.dysplasia_grade[i]),
-            },
+                "dysplasia grade": float(cells.dysplasia_grade[i]),
+            }),
         }
         if code in tax.classes:
             properties["classification"] = {"name": code, "color": list(tax.colour(code))}
@@ -46,4 +55,3 @@ def cells_geojson(cells: Cells, slide_id: str) -> dict[str, Any]:
             }
         )
     return {"type": "FeatureCollection", "features": features}
-

@@ -1,4 +1,9 @@
-"""A slide's output folder: report.html, differential.json and cells.parquet, written all or nothing.
+"""A slide's output folder, written all or nothing.
+
+``report.html`` and ``report.pdf`` (people), ``differential.json``, ``cells.parquet`` and ``cells.geojson``
+(machines and QuPath), ``review.csv`` with ``crops/`` (the hematologist's review) and ``figures/`` (the
+overview images and the gallery, kept so that ``bmpipe review import`` can render the report again without
+the slide).
 
 Everything is written into a hidden temporary folder beside the final one and renamed into place at the end,
 so a run killed half-way never leaves a folder that looks finished.
@@ -6,25 +11,36 @@ so a run killed half-way never leaves a folder that looks finished.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jinja2
+import cv2
 import numpy as np
+import pandas as pd
 
 from bmpipe import __version__
 from bmpipe.nn.weights import ModelRecord
 from bmpipe.records import Cells
-from bmpipe.report.figures import class_bar_chart, overview_with_zones, png_bytes
+from bmpipe.report.content import GalleryItem, ReportContent, SlideSummary, tile_counts
+from bmpipe.report.figures import (
+    cell_density,
+    decode_rgb,
+    density_heatmap,
+    jpeg_bytes,
+    overview_with_zones,
+    png_bytes,
+)
 from bmpipe.report.geojson import cells_geojson
+from bmpipe.report.html import image_suffix, render_html
+from bmpipe.report.pdf import write_pdf
+from bmpipe.report.review_files import write_review_files
 from bmpipe.resolution import Mpp
 from bmpipe.slide import Slide
 from bmpipe.stages.aggregate import Differential
@@ -32,35 +48,16 @@ from bmpipe.stages.detect import TileStats
 from bmpipe.stages.regions import SmearMap
 from bmpipe.taxonomy import load_taxonomy
 
+__all__ = ["SlideResult", "SlideSummary", "gallery_crops", "overlay_gallery", "write_slide_outputs"]
+
 #: Gallery crops: a fixed physical field (24 µm) at a resolution fine enough to see granules.
 GALLERY_MPP = Mpp(0.2)
 GALLERY_PX = 120
-
-
-@dataclass
-class SlideSummary:
-    """The slide facts a report may show: an allow-list, never label text or free-form vendor metadata."""
-
-    id: str
-    file: str
-    mpp: str
-    mpp_source: str
-    dimensions: tuple[int, int]
-    backend: str
-    n_fields: int = 1
-
-    @classmethod
-    def of(cls, slide: Slide, case_id: str | None = None, n_fields: int = 1) -> SlideSummary:
-        """Summary of ``slide``, or of a case of ``n_fields`` photographs named ``case_id`` like it."""
-        return cls(
-            id=case_id or slide.id,
-            file=slide.path.parent.name if case_id else slide.path.name,
-            mpp=str(slide.mpp),
-            mpp_source=slide.mpp_source,
-            dimensions=tuple(slide.dimensions),
-            backend=slide.backend,
-            n_fields=n_fields,
-        )
+GALLERY_PER_CLASS = 8
+OVERVIEW_FILE = "figures/overview.jpg"
+DENSITY_FILE = "figures/density.png"
+#: The gallery as written at analysis time (``<code>-<n>.jpg``; Grad-CAM overlays ``<code>-<n>.cam.png``).
+GALLERY_DIR = "figures/gallery"
 
 
 @dataclass
@@ -75,20 +72,26 @@ class SlideResult:
     models: list[ModelRecord]
     gallery: dict[str, list[bytes]]
     cell_fields: np.ndarray | None = None  # per cell, the photograph it was found on
+    #: Review crops (``review_files.review_crops``) by cell id; without them review.csv names no crop files.
+    crops: dict[int, bytes] = field(default_factory=dict)
+    #: Grad-CAM overlays aligned with ``gallery`` (same classes, same order), shown beside each crop.
+    gallery_overlays: dict[str, list[bytes]] = field(default_factory=dict)
 
     @property
     def regions_mode(self) -> str:
         return self.smear.mode if self.smear else "fields"
 
-    def cells_frame(self):
+    def cells_frame(self) -> pd.DataFrame:
         frame = self.cells.to_frame()
+        frame.insert(0, "cell_id", np.arange(len(frame), dtype=np.int64))
         if self.cell_fields is not None:
-            frame.insert(0, "field", self.cell_fields.astype(str))
+            frame.insert(1, "field", self.cell_fields.astype(str))
         return frame
 
 
-def gallery_crops(slide: Slide, cells: Cells, per_class: int = 8, seed: int = 0) -> dict[str, list[bytes]]:
-    """Up to ``per_class`` PNG crops of each predicted class, the most confident first then a random few."""
+def gallery_crops(slide: Slide, cells: Cells, per_class: int = GALLERY_PER_CLASS, seed: int = 0) -> dict[str, list[bytes]]:
+    """Up to ``per_class`` JPEG crops of each predicted class, the most confident first then a random few
+    (JPEG: photographs, and a report of ~20 classes stays a few hundred kB)."""
     rng = np.random.default_rng(seed)
     half = GALLERY_PX / 2 * slide.mpp.factor_to(GALLERY_MPP)
     out: dict[str, list[bytes]] = {}
@@ -100,72 +103,94 @@ def gallery_crops(slide: Slide, cells: Cells, per_class: int = 8, seed: int = 0)
         rest = np.setdiff1d(idx, top)
         pick = np.concatenate([top, rng.permutation(rest)[: per_class - len(top)]])
         out[code] = [
-            png_bytes(slide.read_region(cells.x[i] - half, cells.y[i] - half, GALLERY_PX, GALLERY_PX, GALLERY_MPP))
+            jpeg_bytes(slide.read_region(cells.x[i] - half, cells.y[i] - half, GALLERY_PX, GALLERY_PX, GALLERY_MPP),
+                       quality=90)
             for i in pick
         ]
     return out
 
 
-def differential_json(result: SlideResult) -> dict[str, Any]:
-    data = result.differential.as_dict()
-    data["models"] = [m.as_citation() for m in result.models]
-    data["resolution_um_per_px"] = result.slide.mpp
-    data["regions"] = result.regions_mode
-    data["n_fields"] = result.slide.n_fields
-    data["tiles_read"] = result.tiles.tiles_read
-    data["software"] = f"bmpipe {__version__}"
+def overlay_gallery(
+    gallery: dict[str, list[bytes]],
+    overlay: Callable[[np.ndarray, list[str]], np.ndarray],
+    input_px: int | None = None,
+) -> dict[str, list[bytes]]:
+    """Grad-CAM (or any) overlays for the gallery: ``overlay(crops (N,H,W,3) uint8, labels) -> (N,H,W,3)``,
+    e.g. ``lambda crops, labels: gradcam_overlays(classifier, crops, labels)``; the result is
+    ``SlideResult.gallery_overlays``. Gallery crops show the classifier's 24 µm field at 0.2 µm/px;
+    ``input_px`` (the classifier's ``CROP_PX``) resamples them to its own scale first, and back after."""
+    out = {}
+    for code, images in gallery.items():
+        if not images:
+            continue
+        crops = np.stack([decode_rgb(b) for b in images])
+        size = crops.shape[1:3]
+        if input_px is not None:
+            crops = np.stack([cv2.resize(c, (input_px, input_px), interpolation=cv2.INTER_AREA) for c in crops])
+        overlays = overlay(crops, [code] * len(images))
+        if input_px is not None:
+            overlays = [cv2.resize(o, size[::-1], interpolation=cv2.INTER_LINEAR) for o in overlays]
+        out[code] = [png_bytes(o) for o in overlays]
+    return out
+
+
+def _gallery_items(result: SlideResult) -> dict[str, list[GalleryItem]]:
+    items = {}
+    for code, images in result.gallery.items():
+        overlays = result.gallery_overlays.get(code, [])
+        items[code] = [GalleryItem(img, overlays[i] if i < len(overlays) else None) for i, img in enumerate(images)]
+    return items
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def report_content(result: SlideResult) -> ReportContent:
+    smear = result.smear
+    overview = density = None
+    if smear is not None:
+        overview = overview_with_zones(smear.overview, smear.zones)
+        xy = np.stack([result.cells.x, result.cells.y], axis=1)
+        density = density_heatmap(smear.overview, cell_density(smear.zones.shape, xy, smear.scale, smear.mpp))
+    return ReportContent(
+        slide=result.slide,
+        generated=_now(),
+        software=f"bmpipe {__version__}",
+        models=[m.as_citation() for m in result.models],
+        regions_mode=result.regions_mode,
+        diff=result.differential,
+        tiles=tile_counts(result.tiles),
+        overview_jpg=overview,
+        density_png=density,
+        zone_fractions=smear.zone_fractions() if smear else {},
+        gallery=_gallery_items(result),
+    )
+
+
+def differential_json(content: ReportContent) -> dict[str, Any]:
+    data = content.diff.as_dict()
+    data["models"] = content.models
+    data["resolution_um_per_px"] = content.slide.mpp
+    data["regions"] = content.regions_mode
+    data["n_fields"] = content.slide.n_fields
+    data["tiles_read"] = content.tiles.get("tiles_read", 0)
+    data["tiles"] = content.tiles
+    data["software"] = content.software
+    data["generated"] = content.generated
+    data["zone_fractions"] = content.zone_fractions
+    data["slide_summary"] = asdict(content.slide)
+    if content.review_note:
+        data["review_note"] = content.review_note
     return data
 
 
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def render_html(result: SlideResult) -> str:
-    tax = load_taxonomy()
-    diff = result.differential
-    rows = []
-    for code in tax.codes:
-        count = diff.counts.get(code, 0)
-        counted = code in diff.percent
-        if count == 0 and not counted:
-            continue
-        rows.append(
-            {
-                "code": code,
-                "name": tax[code].name,
-                "group": tax[code].group,
-                "rgb": tax.colour(code),
-                "count": count,
-                "pct": f"{diff.percent[code]:.1f}" if counted else "not counted",
-                "ci": "{:.1f}-{:.1f}".format(*diff.percent_ci95[code]) if counted else "",
-            }
-        )
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    template = env.from_string(
-        resources.files("bmpipe.report").joinpath("templates/report.html.j2").read_text("utf-8")
+def write_reports(folder: Path, content: ReportContent) -> None:
+    (folder / "differential.json").write_text(
+        json.dumps(differential_json(content), indent=2, ensure_ascii=False) + "\n", "utf-8"
     )
-    smear = result.smear
-    if smear is not None:
-        xy = np.stack([result.cells.x, result.cells.y], axis=1)
-        overview_jpg = b64(overview_with_zones(smear.overview, smear.zones, xy, smear.scale))
-    else:
-        overview_jpg = None
-    return template.render(
-        slide=result.slide,
-        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        version=__version__,
-        models=[m.as_citation() for m in result.models],
-        regions_mode=result.regions_mode,
-        diff=diff,
-        rows=rows,
-        names={c: tax[c].name for c in tax.codes},
-        bar_png=b64(class_bar_chart(diff.percent, tax)),
-        overview_jpg=overview_jpg,
-        zone_fractions=smear.zone_fractions() if smear else {},
-        gallery={code: [b64(p) for p in pngs] for code, pngs in result.gallery.items()},
-        qc=result.tiles,
-    )
+    (folder / "report.html").write_text(render_html(content), "utf-8")
+    write_pdf(content, folder / "report.pdf")
 
 
 def write_slide_outputs(result: SlideResult, out_dir: Path) -> Path:
@@ -174,20 +199,38 @@ def write_slide_outputs(result: SlideResult, out_dir: Path) -> Path:
     final = out_dir / result.slide.id
     staging = Path(tempfile.mkdtemp(prefix=f".{result.slide.id}.", suffix=".partial", dir=out_dir))
     try:
-        (staging / "differential.json").write_text(
-            json.dumps(differential_json(result), indent=2, ensure_ascii=False) + "\n", "utf-8"
-        )
+        content = report_content(result)
         result.cells_frame().to_parquet(staging / "cells.parquet", index=False)
         if result.smear is not None:  # fields of a case have no common coordinate frame to draw on
-            (staging / "cells.geojson").write_text(
-                json.dumps(cells_geojson(result.cells, result.slide.id)), "utf-8"
-            )
-        (staging / "report.html").write_text(render_html(result), "utf-8")
+            (staging / "cells.geojson").write_text(json.dumps(cells_geojson(result.cells, result.slide.id)), "utf-8")
+            (staging / "figures").mkdir()
+            (staging / OVERVIEW_FILE).write_bytes(content.overview_jpg)
+            (staging / DENSITY_FILE).write_bytes(content.density_png)
+        _save_gallery(staging / GALLERY_DIR, content.gallery)
+        write_review_files(staging, result.cells, result.crops, result.cell_fields)
+        write_reports(staging, content)
         os.chmod(staging, 0o755)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
+        atomic_replace_dir(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return final
+
+
+def atomic_replace_dir(staging: Path, final: Path) -> None:
+    """Put ``staging`` in place of ``final``: the old folder is moved aside first, so one of them always exists."""
+    old = final.parent / f".{final.name}.{os.getpid()}.old"
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(staging, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _save_gallery(folder: Path, gallery: dict[str, list[GalleryItem]]) -> None:
+    folder.mkdir(parents=True)
+    for code, items in gallery.items():
+        for n, item in enumerate(items):
+            (folder / f"{code}-{n}.{image_suffix(item.crop)}").write_bytes(item.crop)
+            if item.overlay:
+                (folder / f"{code}-{n}.cam.{image_suffix(item.overlay)}").write_bytes(item.overlay)

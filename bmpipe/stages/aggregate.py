@@ -1,4 +1,9 @@
-"""Stage 4: a patient's differential from classified cells, with exact intervals and criteria findings."""
+"""Stage 4: a patient's differential from classified cells, with exact intervals and criteria findings.
+
+Every percentage carries a 95% Clopper-Pearson interval; every denominator is stated: class and group
+percentages and the blast and plasma-cell percentages are of all nucleated cells (the taxonomy's
+``denominator: true`` codes), dysplastic fractions of the scored cells of their lineage.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +18,11 @@ from bmpipe.criteria import (
     count_findings,
     dysplasia_findings,
     load_criteria,
+    minimum_count,
     plasma_findings,
 )
 from bmpipe.records import Cells
-from bmpipe.stats import clopper_pearson
+from bmpipe.stats import clopper_pearson, ratio_interval
 from bmpipe.taxonomy import GROUPS, Taxonomy, load_taxonomy
 
 #: Cells the classifier could not identify confidently carry this code (its threshold travels with the model);
@@ -48,6 +54,16 @@ class Differential:
     dysplasia_n: dict[str, int]
     meets_minimum_count: bool
     findings: list[Finding] = field(default_factory=list)
+    #: Codes left out of the denominator (smudge cells, artefacts, unidentified, megakaryocytes, platelets).
+    excluded: tuple[str, ...] = ()
+    group_percent_ci95: dict[str, tuple[float, float]] = field(default_factory=dict)
+    me_ratio_ci95: tuple[float, float] | None = None
+    dysplasia_counts: dict[str, int] = field(default_factory=dict)
+    minimum_count: int = 0
+    #: Set by ``bmpipe review import``: how many cells a hematologist relabelled, out of how many reviewed.
+    reviewed: bool = False
+    n_reviewed: int = 0
+    n_corrected: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -59,20 +75,25 @@ def _pct(k: int, n: int) -> float:
     return 100.0 * k / n if n else 0.0
 
 
+def count_labels(labels: np.ndarray, tax: Taxonomy) -> dict[str, int]:
+    """Cells per taxonomy code (every code present, zeros included); an unknown code is a programming error."""
+    counts = {code: 0 for code in tax.codes}
+    if len(labels):
+        codes, n_of = np.unique(labels.astype(str), return_counts=True)
+        for code, n in zip(codes, n_of):
+            tax[code]  # raises, naming the known codes
+            counts[str(code)] = int(n)
+    return counts
+
+
 def differential(
     cells: Cells,
     slide: str,
     taxonomy: Taxonomy | None = None,
-    minimum_count: int = 500,
 ) -> Differential:
     """Count classified ``cells`` into a differential over the taxonomy's nucleated-cell denominator."""
     tax = taxonomy or load_taxonomy()
-    unidentified = cells.label == UNIDENTIFIED
-    codes, n_of = np.unique(cells.label.astype(str), return_counts=True) if len(cells) else ([], [])
-    counts = {code: 0 for code in tax.codes}
-    for code, n in zip(codes, n_of):
-        tax[code]  # unknown codes are a programming error, not a count
-        counts[code] = int(n)
+    counts = count_labels(cells.label, tax)
 
     in_denominator = tax.denominator_codes()
     n_counted = sum(counts[c] for c in in_denominator)
@@ -80,20 +101,24 @@ def differential(
     percent_ci95 = {c: clopper_pearson(counts[c], n_counted) for c in in_denominator}
     group_counts = {g: sum(counts[c] for c in tax.codes_of_group(g) if c in in_denominator) for g in GROUPS}
     group_percent = {g: _pct(k, n_counted) for g, k in group_counts.items()}
+    group_ci95 = {g: clopper_pearson(k, n_counted) for g, k in group_counts.items()}
 
     blasts = sum(counts[c] for c in tax.codes_of_group("blasts"))
     plasma = sum(counts[c] for c in tax.codes_of_group("plasma cells"))
     myeloid = sum(counts[c] for c in tax.me_myeloid)
     erythroid = sum(counts[c] for c in tax.me_erythroid)
 
-    dysplasia_pct, dysplasia_ci95, dysplasia_n = _dysplasia(cells, tax)
-    excluded = ", ".join(f"{tax[c].name} ({c})" for c in tax.excluded_codes())
+    dysplastic, scored = _dysplasia_counts(cells, tax)
+    dysplasia_pct = {lin: _pct(dysplastic[lin], scored[lin]) for lin in scored}
+    dysplasia_ci95 = {lin: clopper_pearson(dysplastic[lin], scored[lin]) for lin in scored}
+    excluded = tax.excluded_codes()
+    minimum = minimum_count()
     result = Differential(
         slide=slide,
         n_detected=len(cells),
-        n_unidentified=int(unidentified.sum()),
+        n_unidentified=counts.get(UNIDENTIFIED, 0),
         n_counted=n_counted,
-        denominator=f"all nucleated cells, excluding {excluded}",
+        denominator="all nucleated cells, excluding " + ", ".join(f"{tax[c].name} ({c})" for c in excluded),
         counts=counts,
         percent=percent,
         percent_ci95=percent_ci95,
@@ -106,32 +131,34 @@ def differential(
         me_ratio=(myeloid / erythroid) if erythroid else None,
         dysplasia_pct=dysplasia_pct,
         dysplasia_ci95=dysplasia_ci95,
-        dysplasia_n=dysplasia_n,
-        meets_minimum_count=n_counted >= minimum_count,
+        dysplasia_n=scored,
+        meets_minimum_count=n_counted >= minimum,
+        excluded=excluded,
+        group_percent_ci95=group_ci95,
+        me_ratio_ci95=ratio_interval(myeloid, erythroid),
+        dysplasia_counts=dysplastic,
+        minimum_count=minimum,
     )
     result.findings = (
         count_findings(n_counted)
         + blast_findings(result.blast_pct, result.blast_ci95)
-        + dysplasia_findings(dysplasia_pct, dysplasia_ci95, dysplasia_n)
+        + dysplasia_findings(dysplasia_pct, dysplasia_ci95, scored)
         + plasma_findings(result.plasma_pct, result.plasma_ci95)
     )
     return result
 
 
-def _dysplasia(
-    cells: Cells, tax: Taxonomy
-) -> tuple[dict[str, float], dict[str, tuple[float, float]], dict[str, int]]:
-    """Share of dysplastic cells per scored lineage (criteria.yaml: granulocytic, erythroid, megakaryocytic)."""
+def _dysplasia_counts(cells: Cells, tax: Taxonomy) -> tuple[dict[str, int], dict[str, int]]:
+    """(dysplastic, scored) cells per lineage of criteria.yaml (granulocytic, erythroid, megakaryocytic)."""
     rule = load_criteria()["dysplasia"]
     is_dysplastic = (cells.dysplasia_score >= rule["cell_probability"]) | (
         cells.dysplasia_grade >= rule["granule_grade"]
     )
-    pct, ci, n = {}, {}, {}
+    not_scored = set(rule.get("not_scored", ()))
+    dysplastic, scored = {}, {}
     for lineage in rule["lineages"]:
-        member = np.isin(cells.label, tax.codes_of_lineage(lineage))
-        total = int(member.sum())
-        dysplastic = int((member & is_dysplastic).sum())
-        pct[lineage] = _pct(dysplastic, total)
-        ci[lineage] = clopper_pearson(dysplastic, total)
-        n[lineage] = total
-    return pct, ci, n
+        codes = [c for c in tax.codes_of_lineage(lineage) if c not in not_scored]
+        member = np.isin(cells.label.astype(str), codes)
+        scored[lineage] = int(member.sum())
+        dysplastic[lineage] = int((member & is_dysplastic).sum())
+    return dysplastic, scored

@@ -1,0 +1,35 @@
+"""``report.html``: one self-contained file (images inline as data URIs), for a phone, a desk and paper."""
+
+from __future__ import annotations
+
+import base64
+from importlib import resources
+
+import jinja2
+
+from bmpipe.report.content import NOTICE, ReportContent
+from bmpipe.taxonomy import load_taxonomy
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def image_kind(data: bytes) -> str:
+    """The data-URI subtype of encoded image bytes (the gallery holds PNG and JPEG crops)."""
+    return "jpeg" if data[:3] == b"\xff\xd8\xff" else "png"
+
+
+def image_suffix(data: bytes) -> str:
+    return "jpg" if image_kind(data) == "jpeg" else "png"
+
+
+def render_html(content: ReportContent) -> str:
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    template = env.from_string(
+        resources.files("bmpipe.report").joinpath("templates/report.html.j2").read_text("utf-8")
+    )
+    tax = load_taxonomy()
+    return template.render(
+        c=content, notice=NOTICE, names={code: tax[code].name for code in tax.codes}, b64=b64, kind=image_kind
+    )

@@ -1,0 +1,239 @@
+"""The doctor-in-the-loop (Mori 2020): a review file a hematologist edits, and its import.
+
+Each slide's output folder gets ``review.csv`` (cell id, crop path, predicted class, score and an empty
+``corrected_class`` column) with the crops it names (``bmpipe.report.review_files``).
+
+``bmpipe review import`` reads the edited file back: the differential is recomputed from ``cells.parquet``
+with the corrected labels, the folder's ``differential.json``, report and GeoJSON are rewritten (atomically)
+and marked reviewed, and every label the hematologist gave is added to the run folder's retraining list.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from bmpipe import __version__
+from bmpipe.errors import InputError
+from bmpipe.records import Cells
+from bmpipe.report.content import GalleryItem, ReportContent, SlideSummary
+from bmpipe.report.geojson import cells_geojson
+from bmpipe.report.outputs import (
+    DENSITY_FILE,
+    GALLERY_DIR,
+    GALLERY_PER_CLASS,
+    OVERVIEW_FILE,
+    atomic_replace_dir,
+    write_reports,
+)
+from bmpipe.report.review_files import REVIEW_COLUMNS
+from bmpipe.stages.aggregate import differential
+from bmpipe.taxonomy import load_taxonomy
+
+log = logging.getLogger(__name__)
+
+CORRECTIONS = "corrections.csv"
+CORRECTIONS_DIR = "corrections"
+
+
+@dataclass(frozen=True)
+class Correction:
+    cell_id: int
+    crop_path: str
+    label: str
+
+
+def read_review(path: Path, n_cells: int) -> tuple[int, list[Correction]]:
+    """(rows reviewed, labels given) from an edited review file; a bad line is an ``InputError`` naming it."""
+    tax = load_taxonomy()
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # spreadsheets save UTF-8 with a BOM
+            reader = csv.DictReader(f)
+            missing = {"cell_id", "corrected_class"} - set(reader.fieldnames or ())
+            if missing:
+                raise InputError(path, f"has no column {', '.join(sorted(missing))} (expected {', '.join(REVIEW_COLUMNS)})")
+            rows = [(reader.line_num, row) for row in reader]  # the line a row ends on, as an editor shows it
+    except OSError as exc:
+        raise InputError(path, f"cannot be read ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(path, f"is not a UTF-8 CSV file ({exc})") from None
+    given: dict[int, Correction] = {}
+    for line, row in rows:
+        try:
+            cell = int(str(row["cell_id"]).strip())
+        except ValueError:
+            raise InputError(path, f"line {line}: cell_id {row['cell_id']!r} is not a whole number") from None
+        if not 0 <= cell < n_cells:
+            raise InputError(path, f"line {line}: cell_id {cell} is not a cell of this slide (0-{n_cells - 1})")
+        label = (row.get("corrected_class") or "").strip().upper()
+        if not label:
+            continue
+        if label not in tax.classes:
+            raise InputError(
+                path, f"line {line}: unknown class code {label!r} in corrected_class (known: {', '.join(tax.codes)})"
+            )
+        previous = given.get(cell)
+        if previous is not None and previous.label != label:
+            raise InputError(path, f"line {line}: cell {cell} is corrected twice ({previous.label}, {label})")
+        given[cell] = Correction(cell, (row.get("crop_path") or "").strip(), label)
+    return len(rows), list(given.values())
+
+
+def apply_corrections(frame: pd.DataFrame, corrections: list[Correction]) -> Cells:
+    """Cells of ``cells.parquet`` with each corrected label in place of the prediction."""
+    cells = Cells.from_frame(frame)
+    label = cells.label.astype(object).copy()
+    for c in corrections:
+        label[c.cell_id] = c.label
+    return cells.with_labels(label, cells.label_score)
+
+
+def update_corrections_list(run_dir: Path, folder: Path, slide: str, corrections: list[Correction]) -> Path:
+    """Add the slide's corrected crops to ``run_dir/corrections.csv`` (path,label) and to the class-code
+    folders ``run_dir/corrections/<CODE>/``, replacing what an earlier import of the same slide put there."""
+    target = run_dir / CORRECTIONS_DIR
+    list_path = run_dir / CORRECTIONS
+    kept: list[tuple[str, str]] = []
+    if list_path.exists():
+        with open(list_path, newline="", encoding="utf-8") as f:
+            kept = [(r["path"], r["label"]) for r in csv.DictReader(f) if not _is_of_slide(r["path"], slide)]
+    for old in target.glob(f"*/{slide}--*.jpg"):
+        old.unlink()
+    added, no_crop = [], []
+    for c in corrections:
+        if not c.crop_path or not (folder / c.crop_path).is_file():
+            no_crop.append(c.cell_id)
+            continue
+        dest = target / c.label / f"{slide}--{c.cell_id}.jpg"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(folder / c.crop_path, dest)
+        added.append((str(dest.relative_to(run_dir)), c.label))
+    if no_crop:
+        log.warning("%s: %d corrected cell(s) have no crop (e.g. cell %d): their labels count in the differential "
+                    "but cannot be added to the retraining list", folder, len(no_crop), no_crop[0])
+    tmp = list_path.with_suffix(".csv.part")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label"])
+        writer.writerows(kept + added)
+    os.replace(tmp, list_path)
+    return list_path
+
+
+def _is_of_slide(path: str, slide: str) -> bool:
+    return Path(path).name.startswith(f"{slide}--")
+
+
+def saved_gallery(folder: Path) -> dict[str, list[GalleryItem]]:
+    """The gallery as written at analysis time, for a review that offered no crops to relabel."""
+    gallery: dict[str, list[GalleryItem]] = {}
+    for code in load_taxonomy().codes:
+        n = 0
+        while crops := sorted(folder.glob(f"{code}-{n}.[jp][pn]g")):
+            cams = sorted(folder.glob(f"{code}-{n}.cam.*"))
+            gallery.setdefault(code, []).append(
+                GalleryItem(crops[0].read_bytes(), cams[0].read_bytes() if cams else None)
+            )
+            n += 1
+    return gallery
+
+
+def reviewed_gallery(folder: Path, cells: Cells) -> dict[str, list[GalleryItem]]:
+    """After review: the reviewed crops under their confirmed classes, the relabelled ones first; without
+    review crops, the gallery of the analysis."""
+    review = pd.read_csv(folder / "review.csv", dtype=str, keep_default_na=False)
+    gallery: dict[str, list[GalleryItem]] = {}
+    for _, row in review.iterrows():
+        path = folder / row["crop_path"] if row["crop_path"] else None
+        if path is None or not path.is_file():
+            continue
+        cell = int(row["cell_id"])
+        label = str(cells.label[cell])
+        caption = f"cell {cell}" + (f", predicted {row['predicted_class']}" if label != row["predicted_class"] else "")
+        gallery.setdefault(label, []).append(GalleryItem(path.read_bytes(), None, caption))
+    if not gallery:
+        return saved_gallery(folder / GALLERY_DIR)
+    order = {code: i for i, code in enumerate(load_taxonomy().codes)}
+    return {
+        code: sorted(items, key=lambda it: "predicted" not in it.caption)[:GALLERY_PER_CLASS]
+        for code, items in sorted(gallery.items(), key=lambda kv: order[kv[0]])
+    }
+
+
+def rewrite_reviewed(
+    folder: Path, cells: Cells, frame: pd.DataFrame, corrected: dict[int, str], n_reviewed: int, note: str
+) -> Path:
+    """Rewrite ``folder`` (atomically) with the differential of the reviewed ``cells``.
+
+    ``cells.parquet`` keeps the model's ``label`` and gains ``corrected_label`` ("" where not corrected), so
+    that importing a review again starts from the predictions."""
+    data = json.loads((folder / "differential.json").read_text("utf-8"))
+    diff = differential(cells, data["slide"])
+    diff.reviewed, diff.n_reviewed = True, n_reviewed
+    diff.n_corrected = sum(label != str(frame["label"].iat[i]) for i, label in corrected.items())
+    summary = data.get("slide_summary") or {}
+    summary["dimensions"] = tuple(summary.get("dimensions", (0, 0)))
+    content = ReportContent(
+        slide=SlideSummary(**summary),
+        generated=data.get("generated", ""),
+        software=data.get("software", f"bmpipe {__version__}"),
+        models=data.get("models", []),
+        regions_mode=data.get("regions", ""),
+        diff=diff,
+        tiles=data.get("tiles", {"tiles_read": data.get("tiles_read", 0)}),
+        overview_jpg=(folder / OVERVIEW_FILE).read_bytes() if (folder / OVERVIEW_FILE).is_file() else None,
+        density_png=(folder / DENSITY_FILE).read_bytes() if (folder / DENSITY_FILE).is_file() else None,
+        zone_fractions=data.get("zone_fractions", {}),
+        gallery=reviewed_gallery(folder, cells),
+        review_note=note,
+    )
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent))
+    try:
+        shutil.copytree(folder, staging, dirs_exist_ok=True)
+        frame = frame.copy()
+        frame["corrected_label"] = ""
+        for i, label in corrected.items():
+            frame.loc[frame.index[i], "corrected_label"] = label
+        frame.to_parquet(staging / "cells.parquet", index=False)
+        if (folder / "cells.geojson").is_file():
+            (staging / "cells.geojson").write_text(json.dumps(cells_geojson(cells, data["slide"])), "utf-8")
+        write_reports(staging, content)
+        os.chmod(staging, 0o755)
+        atomic_replace_dir(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder
+
+
+def import_review(folder: Path, review: Path | None = None) -> Path:
+    """Recompute ``folder``'s differential with a hematologist's corrections and rewrite its outputs; the
+    labels given are added to the retraining list of the run folder (``folder``'s parent)."""
+    folder = Path(folder)
+    review = Path(review) if review else folder / "review.csv"
+    for needed in ("differential.json", "cells.parquet"):
+        if not (folder / needed).is_file():
+            raise InputError(folder, f"is not a bmpipe slide output folder (no {needed})")
+    frame = pd.read_parquet(folder / "cells.parquet")
+    n_reviewed, corrections = read_review(review, len(frame))
+    cells = apply_corrections(frame, corrections)
+    corrected = {c.cell_id: c.label for c in corrections}
+    n_changed = sum(label != str(frame["label"].iat[i]) for i, label in corrected.items())
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    note = (f"Reviewed {stamp}: {n_reviewed} cells listed in {review.name} were offered for review, "
+            f"{len(corrections)} labelled by a hematologist and {n_changed} of those relabelled; the differential "
+            "below counts the corrected labels.")
+    rewrite_reviewed(folder, cells, frame, corrected, n_reviewed, note)
+    slide = json.loads((folder / "differential.json").read_text("utf-8"))["slide"]
+    update_corrections_list(folder.parent, folder, slide, corrections)
+    log.info("%s: %d labels imported from %s, %d changed", folder, len(corrections), review, n_changed)
+    return folder

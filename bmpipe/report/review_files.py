@@ -1,0 +1,78 @@
+"""The review file a hematologist edits: which cells are offered, their crops, and ``review.csv``.
+
+Not every cell is offered: per predicted class, the least confident cells (where the classifier most likely
+erred) and a random sample (so that confident errors are found too), ``REVIEW_PER_CLASS`` at most. Crops are
+written as ``crops/<predicted class>/<cell id>.jpg``; ``bmpipe.report.review`` reads the edited file back.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from bmpipe.nn.cell_classifier import CLASSIFIER_MPP
+from bmpipe.records import Cells
+from bmpipe.report.figures import jpeg_bytes
+from bmpipe.slide import Slide
+from bmpipe.taxonomy import load_taxonomy
+
+#: Crops offered for review per predicted class: half the least confident, half a random sample.
+REVIEW_PER_CLASS = 24
+#: Review crops are 32 µm at the classifier's 0.25 µm/px (its stored training crop, ``cell_data.STORE_PX``),
+#: so that a corrected crop is training data as it stands: ``bmpipe train classifier --data DIR --mpp 0.25``.
+REVIEW_MPP = CLASSIFIER_MPP
+REVIEW_PX = 128
+REVIEW_COLUMNS = ("cell_id", "crop_path", "predicted_class", "score", "corrected_class", "x", "y")
+
+
+def select_for_review(cells: Cells, per_class: int = REVIEW_PER_CLASS, seed: int = 0) -> np.ndarray:
+    """Rows offered for review, per predicted class the least confident half then a random half."""
+    rng = np.random.default_rng(seed)
+    labels = cells.label.astype(str)
+    chosen = []
+    for code in load_taxonomy().codes:
+        idx = np.flatnonzero(labels == code)
+        if len(idx) == 0:
+            continue
+        unsure = idx[np.argsort(cells.label_score[idx], kind="stable")][: per_class // 2]
+        rest = np.setdiff1d(idx, unsure)
+        chosen += [unsure, np.sort(rng.permutation(rest)[: per_class - len(unsure)])]
+    return np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
+
+
+def review_crops(
+    slide: Slide, cells: Cells, per_class: int = REVIEW_PER_CLASS, seed: int = 0, offset: int = 0
+) -> dict[int, bytes]:
+    """JPEG crops of the cells offered for review, keyed by cell id (row in ``cells.parquet``).
+
+    ``offset`` is the id of the first of ``cells`` in the output, for a case whose fields are concatenated."""
+    half = REVIEW_PX / 2 * slide.mpp.factor_to(REVIEW_MPP)
+    return {
+        offset + int(i): jpeg_bytes(
+            slide.read_region(cells.x[i] - half, cells.y[i] - half, REVIEW_PX, REVIEW_PX, REVIEW_MPP), quality=92
+        )
+        for i in select_for_review(cells, per_class, seed)
+    }
+
+
+def write_review_files(
+    folder: Path, cells: Cells, crops: dict[int, bytes], cell_fields: np.ndarray | None = None
+) -> None:
+    """``review.csv`` and its crops: the cells that have crops, or (no crops given) the selection alone.
+
+    For a case of field photographs, a ``field`` column names the photograph each cell's x, y lie on."""
+    rows = sorted(crops) if crops else [int(i) for i in select_for_review(cells)]
+    with open(folder / "review.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(REVIEW_COLUMNS + (("field",) if cell_fields is not None else ()))
+        for i in rows:
+            code = str(cells.label[i])
+            path = ""
+            if i in crops:
+                path = f"crops/{code}/{i}.jpg"
+                (folder / path).parent.mkdir(parents=True, exist_ok=True)
+                (folder / path).write_bytes(crops[i])
+            row = [i, path, code, f"{cells.label_score[i]:.4f}", "", f"{cells.x[i]:.1f}", f"{cells.y[i]:.1f}"]
+            writer.writerow(row + ([str(cell_fields[i])] if cell_fields is not None else []))
