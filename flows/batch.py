@@ -1,4 +1,11 @@
-"""The batch flow: every slide in the given files and folders, one at a time, one failure never stopping the rest."""
+"""The batch flow: every slide in the given files and folders, one failure never stopping the rest.
+
+Each slide is one task (``slide``) submitted to the flow's task runner: by default a thread pool running
+``parallel`` slides at once, or a Dask cluster (``--runner dask``). The task gets the slide's path, never an
+open handle, so it can run on any worker. A slide whose output folder already holds a matching
+``run.json`` is skipped (``flows.resume``); the others are (re)done and finished all or nothing. The batch
+ends with ``manifest.csv``: one row per slide, status ``ok``, ``failed`` or ``skipped``.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +15,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefect import flow
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from bmpipe.errors import BmpipeError
-from bmpipe.slide import open_slide
-from flows.slide import RunSettings, analyse_slide
+from bmpipe.report.cohort import write_cohort_summary
+from bmpipe.slide import open_slide, slide_id
+from flows import progress
+from flows.deidentify import Pseudonyms, load_key, redacted_logs
+from flows.gpu import set_gpu_slots
+from flows.resume import batch_lock, is_finished, sweep_staging
+from flows.slide import RunSettings, plan_slide, run_slide
 
 log = logging.getLogger(__name__)
 
@@ -23,21 +37,48 @@ SLIDE_SUFFIXES = {".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".svslide",
 @dataclass
 class SlideOutcome:
     slide: str
-    status: str  # "ok" | "failed"
+    status: str  # "ok" | "failed" | "skipped"
     error: str
     seconds: float
     output: str
 
 
-def find_slides(paths: list[Path]) -> list[Path]:
-    """Slide files named directly, plus those found (not recursively) in named folders, in a stable order."""
-    found: list[Path] = []
+@dataclass(frozen=True)
+class SlideJob:
+    """A slide and the sub-folder of the output folder its results go to (mirroring the inbox)."""
+
+    path: Path
+    subfolder: Path = Path()
+
+
+def _is_slide(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in SLIDE_SUFFIXES and not path.name.startswith(".")
+
+
+def find_jobs(paths: list[Path], recursive: bool = False) -> list[SlideJob]:
+    """Slide files named directly, plus those in named folders, in a stable order.
+
+    With ``recursive``, slides in sub-folders are found too, and their outputs mirror the sub-folders (a
+    lab drops ``case-1234/`` with its slides in the inbox, and finds ``out/case-1234/<slide>/``).
+    """
+    jobs: list[SlideJob] = []
     for path in paths:
-        if path.is_dir():
-            found += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SLIDE_SUFFIXES)
-        else:
-            found.append(path)
-    return found
+        if not path.is_dir():
+            jobs.append(SlideJob(path))
+            continue
+        found = path.rglob("*") if recursive else path.iterdir()
+        slides = sorted(p for p in found if _is_slide(p) and not _hidden_below(p, path))
+        jobs += [SlideJob(p, p.parent.relative_to(path)) for p in slides]
+    return jobs
+
+
+def _hidden_below(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def find_slides(paths: list[Path]) -> list[Path]:
+    """The slide files of ``find_jobs`` (not recursive)."""
+    return [job.path for job in find_jobs(paths)]
 
 
 def write_manifest(outcomes: list[SlideOutcome], out_dir: Path) -> Path:
@@ -51,23 +92,83 @@ def write_manifest(outcomes: list[SlideOutcome], out_dir: Path) -> Path:
     return path
 
 
-@flow(name="analyse-batch")
-def analyse_batch(paths: list[Path], settings: RunSettings) -> list[SlideOutcome]:
-    """Analyse each slide; a slide that fails is recorded in ``manifest.csv`` with its one-line error."""
-    outcomes = []
-    for path in find_slides(paths):
-        start = time.perf_counter()
+def _pseudonyms(settings: RunSettings) -> Pseudonyms | None:
+    return Pseudonyms(load_key(settings.out_dir)) if settings.deidentify else None
+
+
+def slide_label(job: SlideJob, pseudonyms: Pseudonyms | None) -> str:
+    """How the manifest and logs name a slide: its path, or its pseudonymised place in the batch."""
+    if pseudonyms is None:
+        return str(job.path)
+    label = str(pseudonyms.path(job.subfolder / job.path.name))
+    pseudonyms.alias(str(job.path), label)
+    pseudonyms.alias(job.path.name, label)
+    pseudonyms.alias(slide_id(job.path), pseudonyms.of(job.path.stem))  # the stages log the slide's id
+    return label
+
+
+@task(name="slide", cache_policy=NO_CACHE)
+def analyse_one(job: SlideJob, settings: RunSettings, label: str) -> SlideOutcome:
+    """One slide, from its path: skipped if finished, else analysed; any error becomes a failed outcome."""
+    start = time.perf_counter()
+    pseudonyms = _pseudonyms(settings)
+    if pseudonyms is not None:
+        slide_label(job, pseudonyms)  # registers this slide's names for redaction on this worker too
+    with redacted_logs(pseudonyms):
         try:
-            with open_slide(path, mpp=settings.mpp):  # bad input fails here, in one line, before the flow
+            with open_slide(job.path, mpp=settings.mpp):  # bad input fails here, in one line, before any work
                 pass
-            output = analyse_slide(path, settings)
-            outcomes.append(SlideOutcome(str(path), "ok", "", time.perf_counter() - start, str(output)))
+            plan = plan_slide(job.path, settings, pseudonyms, job.subfolder)
+            if is_finished(plan.folder, plan.record):
+                log.info("%s: already analysed with the same slide, models and settings; skipped", label)
+                progress.reporter.finished(plan.name, "skipped")
+                return SlideOutcome(label, "skipped", "", time.perf_counter() - start, str(plan.folder))
+            folder = run_slide(plan, settings)
+            progress.reporter.finished(plan.name, "done")
+            return SlideOutcome(label, "ok", "", time.perf_counter() - start, str(folder))
         except BmpipeError as exc:  # bad input: one clear line, no traceback
-            log.error("%s", exc)
-            outcomes.append(SlideOutcome(str(path), "failed", str(exc), time.perf_counter() - start, ""))
+            error = pseudonyms.redact(str(exc)) if pseudonyms else str(exc)
+            log.error("%s", error)
         except Exception as exc:  # a bug must not cost the other slides their reports
-            log.exception("%s: unexpected error", path)
-            error = f"{path}: unexpected error ({type(exc).__name__}: {exc})"
-            outcomes.append(SlideOutcome(str(path), "failed", error, time.perf_counter() - start, ""))
-    write_manifest(outcomes, settings.out_dir)
+            log.exception("%s: unexpected error", label)
+            error = f"{label}: unexpected error ({type(exc).__name__}: {exc})"
+            error = pseudonyms.redact(error) if pseudonyms else error
+        progress.reporter.finished(Path(label).stem, "failed")
+        return SlideOutcome(label, "failed", error, time.perf_counter() - start, "")
+
+
+def task_runner(runner: str = "threads", address: str | None = None, parallel: int = 1) -> TaskRunner:
+    """The runner slides are submitted to: ``parallel`` local threads, or a Dask cluster.
+
+    ``dask`` without an ``address`` starts a local cluster of ``parallel`` single-threaded workers in this
+    process (``processes=False``): worker processes would each import torch and load the models again.
+    """
+    if runner == "threads":
+        return ThreadPoolTaskRunner(max_workers=parallel)
+    if runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if address:
+            return DaskTaskRunner(address=address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": parallel, "threads_per_worker": 1, "processes": False})
+    raise ValueError(f"unknown runner {runner!r}; choose threads or dask")
+
+
+@flow(name="analyse-batch", task_runner=ThreadPoolTaskRunner(max_workers=1))
+def analyse_batch(paths: list[Path], settings: RunSettings, recursive: bool = False) -> list[SlideOutcome]:
+    """Analyse each slide not already finished; ``manifest.csv`` lists every slide with its outcome."""
+    with batch_lock(settings.out_dir):
+        sweep_staging(settings.out_dir)
+        set_gpu_slots(settings.gpu_slots)
+        pseudonyms = _pseudonyms(settings)
+        jobs = find_jobs(paths, recursive)
+        labels = [slide_label(job, pseudonyms) for job in jobs]
+        with redacted_logs(pseudonyms):
+            futures = [
+                analyse_one.with_options(task_run_name=f"slide {i + 1}/{len(jobs)}").submit(job, settings, label)
+                for i, (job, label) in enumerate(zip(jobs, labels))
+            ]
+            outcomes = [future.result() for future in futures]
+            write_manifest(outcomes, settings.out_dir)
+            write_cohort_summary(settings.out_dir)
     return outcomes

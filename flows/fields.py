@@ -6,6 +6,7 @@ detected and classified one by one, and their cells form one differential and on
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +14,22 @@ from prefect import flow
 
 from bmpipe.errors import InputError
 from bmpipe.models import load_models
+from bmpipe.nn.cell_classifier import CROP_PX
 from bmpipe.records import Cells
-from bmpipe.report.outputs import SlideResult, SlideSummary, gallery_crops, write_slide_outputs
+from bmpipe.report.outputs import (
+    SlideResult,
+    SlideSummary,
+    gallery_crops,
+    overlay_gallery,
+    write_slide_outputs,
+)
+from bmpipe.report.review_files import review_crops
 from bmpipe.slide import PHOTO_SUFFIXES, open_slide, slide_id
 from bmpipe.stages.detect import TileStats
 from bmpipe.stages.regions import whole_field
-from flows.slide import RunSettings, aggregate, classify, detect
+from flows.deidentify import Pseudonyms, load_key, redacted_logs
+from flows.gpu import set_gpu_slots
+from flows.slide import RunSettings, aggregate, detect_classify, gradcam_of
 
 #: Microscope cameras save fields as the photo formats the slide opener knows, or as flat TIFFs.
 FIELD_SUFFIXES = PHOTO_SUFFIXES | {".tif", ".tiff"}
@@ -39,22 +50,39 @@ def find_fields(case_dir: Path) -> list[Path]:
 @flow(name="analyse-fields")
 def analyse_fields(case_dir: Path, settings: RunSettings) -> Path:
     """Detect and classify the cells of every field of a case, then one differential and report for all."""
-    models = load_models(settings.models_dir, settings.device)
+    set_gpu_slots(settings.gpu_slots)
+    pseudonyms = Pseudonyms(load_key(settings.out_dir)) if settings.deidentify else None
+    if pseudonyms is None:
+        return _analyse_fields(case_dir, settings, None)
+    pseudonyms.alias(str(case_dir), pseudonyms.of(case_dir.name))
+    pseudonyms.alias(slide_id(case_dir), pseudonyms.of(case_dir.name))
+    with redacted_logs(pseudonyms):
+        return _analyse_fields(case_dir, settings, pseudonyms)
+
+
+def _analyse_fields(case_dir: Path, settings: RunSettings, pseudonyms: Pseudonyms | None) -> Path:
+    models = load_models(settings.models_dir, settings.device, detector=settings.detector)
     tiles = TileStats()
     per_field: list[Cells] = []
     names: list[np.ndarray] = []
     gallery: dict[str, list[bytes]] = {}
+    review: dict[int, bytes] = {}
     fields = find_fields(case_dir)
     for path in fields:
         with open_slide(path, mpp=settings.mpp) as field:
             smear = whole_field(field)
-            cells = classify(field, detect(field, smear, models, tiles), models)
+            cells = detect_classify(field, smear, models, tiles)
+            review.update(review_crops(field, cells, per_class=8, offset=sum(len(c) for c in per_field)))
             for code, crops in gallery_crops(field, cells, per_class=GALLERY_PER_FIELD).items():
                 gallery.setdefault(code, []).extend(crops)
             summary = SlideSummary.of(field, case_id=slide_id(case_dir), n_fields=len(fields))
         per_field.append(cells)
-        names.append(np.full(len(cells), path.name, dtype=object))
+        name = pseudonyms.of(path.stem) + path.suffix.lower() if pseudonyms else path.name
+        names.append(np.full(len(cells), name, dtype=object))
+    if pseudonyms is not None:  # the case folder's name identifies the patient as much as a slide's
+        summary = dataclasses.replace(summary, id=pseudonyms.of(case_dir.name), file=pseudonyms.of(case_dir.name))
     cells = Cells.concat(per_field)
+    case_gallery = {code: crops[:8] for code, crops in gallery.items()}
     result = SlideResult(
         slide=summary,
         smear=None,
@@ -62,7 +90,9 @@ def analyse_fields(case_dir: Path, settings: RunSettings) -> Path:
         differential=aggregate(cells, summary.id),
         tiles=tiles,
         models=models.records,
-        gallery={code: crops[:8] for code, crops in gallery.items()},
+        gallery=case_gallery,
         cell_fields=np.concatenate(names),
+        crops=review,
+        gallery_overlays=overlay_gallery(case_gallery, gradcam_of(models), input_px=CROP_PX),
     )
     return write_slide_outputs(result, settings.out_dir)

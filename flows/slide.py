@@ -1,25 +1,49 @@
 """The per-slide flow: the five steps a hematologist's count follows, each a Prefect task over a plain stage.
 
 Tasks take and return in-process objects (slide handles, cell batches), so nothing is cached or persisted
-between them (``NO_CACHE``); resuming is done per slide by the batch flow, from the finished output folder.
+between them (``NO_CACHE``) and a slide handle never leaves the process that opened it. Resuming is done
+per slide, from the finished output folder's ``run.json`` (``flows.resume``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from bmpipe.models import Models, load_models
+from bmpipe.nn.cell_classifier import CROP_PX
+from bmpipe.nn.gradcam import gradcam_overlays
 from bmpipe.records import Cells
-from bmpipe.report.outputs import SlideResult, SlideSummary, gallery_crops, write_slide_outputs
-from bmpipe.slide import Slide, open_slide
+from bmpipe.report.outputs import (
+    SlideResult,
+    SlideSummary,
+    gallery_crops,
+    overlay_gallery,
+    write_slide_outputs,
+)
+from bmpipe.report.review_files import review_crops
+from bmpipe.slide import Slide, open_slide, slide_id
 from bmpipe.stages.aggregate import Differential, differential
-from bmpipe.stages.classify import classify_cells
-from bmpipe.stages.detect import TileStats, detect_cells
+from bmpipe.stages.detect import TileStats
 from bmpipe.stages.regions import RegionsMode, SmearMap, find_smear
+from bmpipe.stages.stream import detect_and_classify
+from bmpipe.taxonomy import load_taxonomy
+from flows import progress
+from flows.deidentify import Pseudonyms, load_key
+from flows.gpu import gpu_slot, set_gpu_slots
+from flows.resume import file_sha256, finish, models_fingerprint, run_record, staging_dir
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -31,6 +55,48 @@ class RunSettings:
     regions: RegionsMode = "readable"
     models_dir: Path | None = None
     device: str | None = None
+    detector: str = "unet"
+    deidentify: bool = False
+    #: Slides allowed in the model stages at once (``flows.gpu``); more only pays with GPU memory to spare.
+    gpu_slots: int = 1
+
+    def result_settings(self) -> dict[str, Any]:
+        """The settings that change a slide's outputs (where they go and on which device do not)."""
+        return {"mpp": self.mpp, "regions": self.regions, "detector": self.detector, "deidentify": self.deidentify}
+
+
+@dataclass(frozen=True)
+class SlidePlan:
+    """Where one slide's outputs go, under which name, and the ``run.json`` record that finishes them."""
+
+    path: Path
+    name: str  # the slide id, or its pseudonym with --deidentify
+    folder: Path
+    record: dict[str, Any]
+
+
+def output_place(path: Path, settings: RunSettings, pseudonyms: Pseudonyms | None = None,
+                 subfolder: Path = Path()) -> tuple[str, Path]:
+    """The name ``path``'s outputs go by, and their folder ``out_dir/subfolder/<name>``, always inside ``out_dir``.
+
+    File and folder names are untrusted: each part is made safe as slide ids are (or pseudonymised), so no
+    name can climb out of ``out_dir`` or carry markup into a folder name.
+    """
+    if pseudonyms is not None:
+        return pseudonyms.of(path.stem), settings.out_dir.joinpath(*map(pseudonyms.of, subfolder.parts),
+                                                                   pseudonyms.of(path.stem))
+    name = slide_id(path)
+    parts = [slide_id(Path(f"{part}.folder")) for part in subfolder.parts]  # slide_id keeps the stem
+    return name, settings.out_dir.joinpath(*parts, name)
+
+
+def plan_slide(path: Path, settings: RunSettings, pseudonyms: Pseudonyms | None = None,
+               subfolder: Path = Path()) -> SlidePlan:
+    """The plan for ``path``, its outputs in ``output_place``; hashes the slide's bytes."""
+    name, folder = output_place(path, settings, pseudonyms, subfolder)
+    models = load_models(settings.models_dir, settings.device, detector=settings.detector)  # once per process
+    record = run_record(file_sha256(path), models_fingerprint(models.records), settings.result_settings())
+    return SlidePlan(path, name, folder, record)
 
 
 @task(name="smear regions", cache_policy=NO_CACHE)
@@ -38,14 +104,11 @@ def smear_regions(slide: Slide, mode: RegionsMode) -> SmearMap:
     return find_smear(slide, mode)
 
 
-@task(name="detect nucleated cells", cache_policy=NO_CACHE)
-def detect(slide: Slide, smear: SmearMap, models: Models, tiles: TileStats) -> Cells:
-    return detect_cells(slide, smear, models.detector, stats=tiles)
-
-
-@task(name="classify cells", cache_policy=NO_CACHE)
-def classify(slide: Slide, cells: Cells, models: Models) -> Cells:
-    return classify_cells(slide, cells, models.classifier)
+@task(name="detect and classify cells", cache_policy=NO_CACHE)
+def detect_classify(slide: Slide, smear: SmearMap, models: Models, tiles: TileStats) -> Cells:
+    """Nucleated cells found on streamed tiles and classified from crops of the same reads (one pass)."""
+    with gpu_slot():
+        return detect_and_classify(slide, smear, models.detector, models.classifier, tiles)
 
 
 @task(name="aggregate", cache_policy=NO_CACHE)
@@ -53,29 +116,94 @@ def aggregate(cells: Cells, slide_id: str) -> Differential:
     return differential(cells, slide_id)
 
 
+def gradcam_of(models: Models):
+    """Grad-CAM overlays of the gallery's crops for the class each is shown under; the unidentified bucket,
+    when the classifier has no class of its own for it, shows the map of each cell's top class."""
+
+    def overlay(crops: np.ndarray, labels: list[str]) -> np.ndarray:
+        known = set(labels) <= set(models.classifier.codes)
+        return gradcam_overlays(models.classifier, crops, labels if known else None)
+
+    return overlay
+
+
 @task(name="report", cache_policy=NO_CACHE)
 def report(slide: Slide, smear: SmearMap, cells: Cells, diff: Differential, tiles: TileStats, models: Models,
-           out_dir: Path) -> Path:
+           name: str, out_dir: Path) -> Path:
+    """Write the outputs as ``out_dir/<name>/``; the slide's own name is shown only when ``name`` is it."""
+    summary = SlideSummary.of(slide)
+    if name != summary.id:  # a pseudonym: the file name would give the patient away
+        summary = dataclasses.replace(summary, id=name, file=name + slide.path.suffix.lower())
+    gallery = gallery_crops(slide, cells)
     result = SlideResult(
-        slide=SlideSummary.of(slide),
+        slide=summary,
         smear=smear,
         cells=cells,
         differential=diff,
         tiles=tiles,
         models=models.records,
-        gallery=gallery_crops(slide, cells),
+        gallery=gallery,
+        crops=review_crops(slide, cells),
+        gallery_overlays=overlay_gallery(gallery, gradcam_of(models), input_px=CROP_PX),
     )
     return write_slide_outputs(result, out_dir)
+
+
+def differential_markdown(diff: Differential) -> str:
+    """The differential as a markdown table, for the Prefect UI."""
+    tax = load_taxonomy()
+    lines = [
+        (f"### {diff.slide}: {diff.n_counted} cells counted, blasts {diff.blast_pct:.1f}% "
+         f"(95% CI {diff.blast_ci95[0]:.1f}-{diff.blast_ci95[1]:.1f})"),
+        "",
+        "| class | count | % | 95% CI |",
+        "| --- | ---: | ---: | --- |",
+    ]
+    for code in tax.codes:
+        if code in diff.percent:
+            lo, hi = diff.percent_ci95[code]
+            lines.append(f"| {tax[code].name} | {diff.counts.get(code, 0)} | {diff.percent[code]:.1f} | "
+                         f"{lo:.1f}-{hi:.1f} |")
+    lines += ["", *(f"- {f.as_dict().get('text', '')}" for f in diff.findings)]
+    return "\n".join(lines)
+
+
+def artifact_key(name: str) -> str:
+    """Prefect artifact keys allow only lowercase letters, digits and dashes."""
+    return "differential-" + (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:60] or "slide")
+
+
+def run_slide(plan: SlidePlan, settings: RunSettings) -> Path:
+    """The stages on one slide, finished atomically into ``plan.folder`` with its ``run.json``.
+
+    The slide is opened here, from its path, by whichever worker runs this: handles are never pickled.
+    """
+    show = progress.reporter.stage
+    show(plan.name, "open")
+    models = load_models(settings.models_dir, settings.device, detector=settings.detector)
+    tiles = TileStats()
+    staging = staging_dir(plan.folder)
+    try:
+        with open_slide(plan.path, mpp=settings.mpp) as slide:
+            show(plan.name, "smear regions")
+            smear = smear_regions(slide, settings.regions)
+            show(plan.name, "detect and classify")
+            cells = detect_classify(slide, smear, models, tiles)
+            show(plan.name, "aggregate")
+            diff = aggregate(cells, plan.name)
+            show(plan.name, "report")
+            staged = report(slide, smear, cells, diff, tiles, models, plan.name, staging)
+        folder = finish(staged, plan.folder, plan.record)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    create_markdown_artifact(markdown=differential_markdown(diff), key=artifact_key(plan.name),
+                             description=f"Differential of {plan.name}")
+    return folder
 
 
 @flow(name="analyse-slide", log_prints=False)
 def analyse_slide(path: Path, settings: RunSettings) -> Path:
     """Smear regions → nucleated-cell detection → classification → differential → report, for one slide."""
-    models = load_models(settings.models_dir, settings.device)
-    tiles = TileStats()
-    with open_slide(path, mpp=settings.mpp) as slide:
-        smear = smear_regions(slide, settings.regions)
-        cells = detect(slide, smear, models, tiles)
-        cells = classify(slide, cells, models)
-        diff = aggregate(cells, slide.id)
-        return report(slide, smear, cells, diff, tiles, models, settings.out_dir)
+    set_gpu_slots(settings.gpu_slots)
+    pseudonyms = Pseudonyms(load_key(settings.out_dir)) if settings.deidentify else None
+    return run_slide(plan_slide(path, settings, pseudonyms), settings)

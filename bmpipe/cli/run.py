@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 log = logging.getLogger("bmpipe")
@@ -12,27 +14,45 @@ log = logging.getLogger("bmpipe")
 DEMO_SLIDE = {"cells": 1500, "blast_pct": 8.0, "seed": 2026}
 
 
-def _run(args: argparse.Namespace) -> int:
-    from flows.batch import analyse_batch
+def settings_from(args: argparse.Namespace):
     from flows.slide import RunSettings
 
-    settings = RunSettings(
-        out_dir=args.out, mpp=args.mpp, regions=args.regions, models_dir=args.models, device=args.device
+    return RunSettings(
+        out_dir=args.out, mpp=getattr(args, "mpp", None), regions=getattr(args, "regions", "readable"),
+        models_dir=args.models, device=args.device, detector=args.detector, deidentify=args.deidentify,
+        gpu_slots=args.gpu_slots,
     )
+
+
+def show_progress() -> ExitStack:
+    """A progress bar per slide while inside, when a person watches a terminal; nothing otherwise."""
+    from flows import progress
+
+    stack = ExitStack()
+    if sys.stderr.isatty():
+        stack.enter_context(progress.showing(stack.enter_context(progress.RichProgress())))
+    return stack
+
+
+def _run(args: argparse.Namespace) -> int:
+    from flows.batch import analyse_batch, task_runner
+
+    settings = settings_from(args)
     if args.fields:
         from flows.fields import analyse_fields
 
         for case in args.paths:
             log.info("report: %s", analyse_fields(case, settings) / "report.html")
         return 0
-    outcomes = analyse_batch(list(args.paths), settings)
-    failed = [o for o in outcomes if o.status != "ok"]
-    for o in outcomes:
-        if o.status == "ok":
-            log.info("report: %s", Path(o.output) / "report.html")
-        else:
-            log.error("%s", o.error)
-    log.info("%d slide(s) analysed, %d failed; manifest: %s", len(outcomes) - len(failed), len(failed),
+    batch = analyse_batch.with_options(task_runner=task_runner(args.runner, args.address, args.parallel))
+    with show_progress():
+        outcomes = batch(list(args.paths), settings)
+    failed = [o for o in outcomes if o.status == "failed"]
+    for o in outcomes:  # failures were logged, one line each, as they happened
+        if o.status != "failed":
+            log.info("report%s: %s", " (unchanged)" if o.status == "skipped" else "", Path(o.output) / "report.html")
+    log.info("%d slide(s) analysed, %d already done, %d failed; manifest: %s",
+             sum(o.status == "ok" for o in outcomes), sum(o.status == "skipped" for o in outcomes), len(failed),
              args.out / "manifest.csv")
     return 1 if failed or not outcomes else 0
 
@@ -50,11 +70,31 @@ def _demo(args: argparse.Namespace) -> int:
     return _run(args)
 
 
-def _run_options(p: argparse.ArgumentParser, default_out: Path | None) -> None:
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def add_run_options(p: argparse.ArgumentParser, default_out: Path | None) -> None:
+    """Options shared by ``run``, ``demo`` and ``serve``: where outputs go and how slides are analysed."""
     p.add_argument("--out", type=Path, required=default_out is None, default=default_out,
                    help="output folder: one sub-folder per slide, and manifest.csv")
     p.add_argument("--models", type=Path, default=None, help="models folder (default: the shipped models/)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
+    p.add_argument("--detector", choices=("unet", "yolo"), default="unet", help="nucleated-cell detector")
+    p.add_argument("--deidentify", action="store_true",
+                   help="replace slide names by a keyed hash (key: $BMPIPE_DEIDENTIFY_KEY or OUT/"
+                        ".bmpipe-deidentify.key) in every output and log line")
+    p.add_argument("--gpu-slots", type=_positive, default=1,
+                   help="slides allowed in the model stages at once (default 1); the others read and report")
+    p.add_argument("--runner", choices=("threads", "dask"), default="threads",
+                   help="run slides on local threads (default) or a Dask cluster")
+    p.add_argument("--address", default=None,
+                   help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (default: a local cluster)")
+    p.add_argument("--parallel", type=_positive, default=1,
+                   help="slides analysed at once on local threads or local Dask workers (default 1)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -66,8 +106,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="count cells in the readable monolayer only (default) or the whole smear")
     run.add_argument("--fields", action="store_true",
                      help="each folder is one case: its photographs are fields counted into one differential")
-    _run_options(run, None)
+    add_run_options(run, None)
     run.set_defaults(func=_run)
     demo = sub.add_parser("demo", help="generate the sample slide if missing and analyse it")
-    _run_options(demo, Path("out/demo"))
+    add_run_options(demo, Path("out/demo"))
     demo.set_defaults(func=_demo)

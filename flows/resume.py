@@ -1,0 +1,125 @@
+"""Resuming a batch: which slides are already finished, and finishing a slide's folder all or nothing.
+
+A slide's output folder is complete only once it holds ``run.json``, the record of what made it: the
+sha256 of the slide's bytes, the sha256 of each model used and the settings that change results. ``run.json``
+is written last, inside a hidden staging folder that is renamed into place in one step, so a run killed at
+any point leaves either the previous folder or the new complete one, never a half-written report. A rerun
+skips a slide whose ``run.json`` matches, and redoes it (from scratch) otherwise.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bmpipe import __version__
+from bmpipe.errors import InputError
+from bmpipe.nn.weights import ModelRecord
+
+log = logging.getLogger(__name__)
+
+RUN_RECORD = "run.json"
+#: Staging folders are hidden and end in ``.partial``: never mistaken for a finished slide, and swept at start.
+STAGING_SUFFIX = ".partial"
+_CHUNK = 4 << 20
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a slide's bytes, streamed (a 3 GB slide takes seconds, its analysis minutes).
+
+    A MIRAX ``.mrxs`` keeps its pixels in a folder of the same stem beside it; those files are hashed too.
+    """
+    digest = hashlib.sha256()
+    _stream(path, digest)
+    companion = path.with_suffix("")
+    if path.suffix.lower() == ".mrxs" and companion.is_dir():
+        for part in sorted(p for p in companion.rglob("*") if p.is_file()):
+            digest.update(b"\0" + part.relative_to(companion).as_posix().encode() + b"\0")
+            _stream(part, digest)
+    return digest.hexdigest()
+
+
+def _stream(path: Path, digest: hashlib._Hash) -> None:
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+
+
+def models_fingerprint(records: list[ModelRecord]) -> dict[str, str]:
+    """Model name → sha256 of the models a run uses (the loader refuses any file that does not match).
+
+    Only the models used count: adding or retraining a detector the run does not use changes nothing.
+    """
+    return {r.name: r.sha256 for r in sorted(records, key=lambda r: r.name)}
+
+
+def run_record(slide_sha256: str, models: dict[str, str], settings: dict[str, Any]) -> dict[str, Any]:
+    """What decides a slide's outputs; two runs with equal records give equal results."""
+    return {"input_sha256": slide_sha256, "models": models, "settings": settings, "software": f"bmpipe {__version__}"}
+
+
+def is_finished(folder: Path, record: dict[str, Any]) -> bool:
+    """Whether ``folder`` is a complete output made from exactly ``record``."""
+    try:
+        done = json.loads((folder / RUN_RECORD).read_text("utf-8"))
+    except (OSError, ValueError):
+        return False
+    return {k: done.get(k) for k in record} == record
+
+
+def staging_dir(final: Path) -> Path:
+    """A fresh hidden folder beside ``final`` to write its outputs into."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=STAGING_SUFFIX, dir=final.parent))
+
+
+def finish(staged: Path, final: Path, record: dict[str, Any]) -> Path:
+    """Write ``run.json`` into the complete ``staged`` folder, then put it in ``final``'s place.
+
+    A previous ``final`` is first renamed aside (hidden, swept on the next run): between the two renames a
+    kill leaves no folder at all, which a rerun simply redoes.
+    """
+    (staged / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n", "utf-8")
+    os.chmod(staged, 0o755)
+    if final.exists():
+        old = final.parent / f".{final.name}.old{os.getpid()}{STAGING_SUFFIX}"
+        os.replace(final, old)
+        os.replace(staged, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staged, final)
+    return final
+
+
+def sweep_staging(out_dir: Path) -> int:
+    """Remove staging folders left by a killed run anywhere under ``out_dir``; return how many."""
+    stale = [p for p in out_dir.rglob(f".*{STAGING_SUFFIX}") if p.is_dir()] if out_dir.is_dir() else []
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    if stale:
+        log.info("removed %d unfinished output folder(s) of an interrupted run", len(stale))
+    return len(stale)
+
+
+@contextmanager
+def batch_lock(out_dir: Path) -> Iterator[None]:
+    """One batch at a time per output folder (a scheduled run and a manual one must not sweep each other).
+
+    An ``flock`` is released by the kernel when its process dies, so a killed run never leaves it stuck.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / ".bmpipe.lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(out_dir, "another bmpipe run is writing to this output folder") from None
+        yield
