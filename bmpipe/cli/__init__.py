@@ -17,7 +17,7 @@ __all__ = ["DEMO_SLIDE", "build_parser", "main"]
 log = logging.getLogger("bmpipe")
 
 #: Sub-command modules (``bmpipe.cli.NAME``, each with ``register(subparsers)``), in the order ``--help`` lists them.
-COMMANDS = ("run", "phantom", "train", "evaluate")
+COMMANDS = ("run", "serve", "phantom", "train", "evaluate", "classify", "detect", "bench", "review")
 
 
 def _setup_environment() -> None:
@@ -25,6 +25,15 @@ def _setup_environment() -> None:
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # The flow's temporary API server can take well over its default 20 s to start on a loaded 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+
+def _no_run_failure_echo(record: logging.LogRecord) -> bool:
+    """Console filter: Prefect's own records of a failed task or flow run (with its traceback) are dropped,
+    because the batch reports every failure itself, bad input in one line naming the file and a bug with its
+    traceback; they still reach the Prefect UI, whose handler this filter is not on. ``--debug`` keeps them."""
+    return not (record.name.startswith(("prefect.task_runs", "prefect.flow_runs")) and record.levelno >= logging.ERROR)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,9 +53,12 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else logging.INFO,
         format="%(levelname)s %(message)s" if not args.debug else "%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    if not args.debug:  # the flow's local API server chatters on every request
+    if not args.debug:  # the flow's local API server chatters on every request; tifffile warns without naming the file
         for noisy in ("httpx", "httpcore", "prefect", "uvicorn"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        logging.getLogger("tifffile").setLevel(logging.ERROR)
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_no_run_failure_echo)
     try:
         return args.func(args)
     except BmpipeError as exc:

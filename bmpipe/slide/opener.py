@@ -44,7 +44,7 @@ def open_slide(path: str | Path, mpp: Mpp | float | None = None) -> Slide:
             continue
         except SlideError:
             raise
-        except Exception as err:  # noqa: BLE001 - a parser tripping over a corrupt header refuses the file
+        except Exception as err:  # a parser tripping over a corrupt header refuses the file
             log.debug("%s: %s failed on its header", path, _LIBRARY[backend], exc_info=True)
             reasons.append(f"{_LIBRARY[backend]}: cannot parse it ({type(err).__name__}: {err})")
             continue
