@@ -116,7 +116,7 @@ MORPHOLOGY: dict[str, list[tuple[float, Morph]]] = {
     "FGC": [(1.0, Morph((15.0, 22.0), "folded", nc=(0.55, 0.68), chromatin="chromatin_open", texture="lacy",
                         cytoplasm="cyto_blast", cyto_od=(0.65, 0.85), eccentric=(0.1, 0.4), indent=(0.15, 0.4),
                         granules=(Granules("granule_azurophil", 1.6, 0.5, 0.9, over_nucleus=True),),
-                        auer=(1, 3)))],
+                        auer=(2, 3)))],
     # Other cells (Matek 2021 OTH: rare kinds outside the scheme); drawn as its two commonest members.
     "OTH": [
         (0.5, Morph((12.0, 18.0), "round", nc=(0.4, 0.52), texture="coarse", cytoplasm="cyto_basophil",

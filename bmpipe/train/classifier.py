@@ -67,6 +67,9 @@ class TrainSettings:
     seed: int = 0
     threads: int = 2
     init: Path | None = None  # models folder whose classifier the run starts from (warm start)
+    # Extra loss weight per true code (others 1): costlier mistakes for classes whose misses matter most,
+    # e.g. a promyelocyte called a faggot cell (suggests APL), or segmented neutrophils lost to bands.
+    class_weights: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass
@@ -162,6 +165,12 @@ def fit(model: CellNet, data: CropSet, codes: tuple[str, ...], settings: TrainSe
     sampler = BalancedSampler(data, codes, settings.real_fraction, settings.seed)
     index = {c: i for i, c in enumerate(codes)}
     targets = torch.tensor([index[c] for c in data.codes])
+    unknown = sorted({c for c, _ in settings.class_weights} - set(index))
+    if unknown:
+        raise ValueError(f"class weights for codes absent from the training data: {', '.join(unknown)}")
+    class_weight = torch.ones(len(codes))
+    for code, w in settings.class_weights:
+        class_weight[index[code]] = w
     dysplastic = torch.from_numpy(data.dysplastic.astype(np.float32))
     grades = torch.from_numpy(data.grades.astype(np.float32))
     labelled = data.dysplastic >= 0
@@ -186,7 +195,8 @@ def fit(model: CellNet, data: CropSet, codes: tuple[str, ...], settings: TrainSe
         idx = torch.from_numpy(sampler.batch(settings.batch_size))
         x = augment(data.images[idx.numpy()], gen).contiguous(memory_format=torch.channels_last)
         logits, dys_logit, grade = model(x)
-        loss_cls = F.cross_entropy(logits, targets[idx], label_smoothing=settings.label_smoothing)
+        loss_cls = F.cross_entropy(logits, targets[idx], weight=class_weight,
+                                   label_smoothing=settings.label_smoothing)
         m_d, m_g = dysplastic[idx] >= 0, grades[idx] >= 0
         loss_dys = (
             F.binary_cross_entropy_with_logits(dys_logit[m_d], dysplastic[idx][m_d], pos_weight=pos_weight)
@@ -355,6 +365,8 @@ def write_card(
         f"{t['seconds'] / 60:.1f} min on {torch.get_num_threads()} CPU threads (+{t['load_seconds'] / 60:.1f} min "
         f"data preparation); AdamW lr {t['lr']}, cosine, EMA {t['ema_decay']}, class-balanced sampling, "
         f"real:phantom {t['real_fraction']} per class; seed {t['seed']}"),
+        *([f"- extra loss weight for true codes: {', '.join(f'{c} ×{w:g}' for c, w in t['class_weights'])}"]
+          if t.get("class_weights") else []),
         *([(f"- warm start: every weight but the new class-head rows began as classifier {config['warm_start']} "
             "(itself trained from scratch here)")] if "warm_start" in config else []),
         "",
@@ -445,13 +457,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init", type=Path, default=None,
                         help="models folder whose classifier to start from (class-head rows matched by code)")
     parser.add_argument("--threads", type=int, default=TrainSettings.threads)
+    parser.add_argument("--class-weight", action="append", default=[], metavar="CODE=W",
+                        help="loss weight for cells of CODE (default 1); repeatable")
     args = parser.parse_args(argv)
     if len(args.mpp) != len(args.data):
         parser.error("give one --mpp for every --data folder")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        class_weights = tuple((c, float(w)) for c, w in (cw.split("=", 1) for cw in args.class_weight))
+    except ValueError:
+        parser.error("--class-weight takes CODE=W, e.g. PMO=1.5")
     settings = TrainSettings(
         minutes=args.minutes, steps=args.steps, batch_size=args.batch_size,
         phantom_per_code=args.phantom_per_code, seed=args.seed, threads=args.threads, lr=args.lr, init=args.init,
+        class_weights=class_weights,
     )
     record = train_classifier(
         args.models_dir, settings, [(d, Mpp(m)) for d, m in zip(args.data, args.mpp)],
