@@ -13,9 +13,7 @@ import fcntl
 import hashlib
 import json
 import logging
-import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,12 +22,11 @@ from typing import Any
 from bmpipe import __version__
 from bmpipe.errors import InputError
 from bmpipe.nn.weights import ModelRecord
+from bmpipe.report.staging import STAGING_SUFFIX, replacing
 
 log = logging.getLogger(__name__)
 
 RUN_RECORD = "run.json"
-#: Staging folders are hidden and end in ``.partial``: never mistaken for a finished slide, and swept at start.
-STAGING_SUFFIX = ".partial"
 _CHUNK = 4 << 20
 
 
@@ -76,28 +73,13 @@ def is_finished(folder: Path, record: dict[str, Any]) -> bool:
     return {k: done.get(k) for k in record} == record
 
 
-def staging_dir(final: Path) -> Path:
-    """A fresh hidden folder beside ``final`` to write its outputs into."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=STAGING_SUFFIX, dir=final.parent))
-
-
-def finish(staged: Path, final: Path, record: dict[str, Any]) -> Path:
-    """Write ``run.json`` into the complete ``staged`` folder, then put it in ``final``'s place.
-
-    A previous ``final`` is first renamed aside (hidden, swept on the next run): between the two renames a
-    kill leaves no folder at all, which a rerun simply redoes.
-    """
-    (staged / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n", "utf-8")
-    os.chmod(staged, 0o755)
-    if final.exists():
-        old = final.parent / f".{final.name}.old{os.getpid()}{STAGING_SUFFIX}"
-        os.replace(final, old)
-        os.replace(staged, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staged, final)
-    return final
+@contextmanager
+def finished(final: Path, record: dict[str, Any]) -> Iterator[Path]:
+    """A staging folder for ``final`` (``bmpipe.report.staging.replacing``) that gets ``run.json`` last, after
+    the block wrote everything else: only a complete folder carries the record a rerun skips it by."""
+    with replacing(final) as staging:
+        yield staging
+        (staging / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n", "utf-8")
 
 
 def sweep_staging(out_dir: Path) -> int:

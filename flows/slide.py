@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,9 +26,9 @@ from bmpipe.records import Cells
 from bmpipe.report.outputs import (
     SlideResult,
     SlideSummary,
+    fill_slide_folder,
     gallery_crops,
     overlay_gallery,
-    write_slide_outputs,
 )
 from bmpipe.report.review_files import review_crops
 from bmpipe.slide import Slide, open_slide, slide_id
@@ -41,7 +40,7 @@ from bmpipe.taxonomy import load_taxonomy
 from flows import progress
 from flows.deidentify import Pseudonyms, load_key
 from flows.gpu import gpu_slot, set_gpu_slots
-from flows.resume import file_sha256, finish, models_fingerprint, run_record, staging_dir
+from flows.resume import file_sha256, finished, models_fingerprint, run_record
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +128,9 @@ def gradcam_of(models: Models):
 
 @task(name="report", cache_policy=NO_CACHE)
 def report(slide: Slide, smear: SmearMap, cells: Cells, diff: Differential, tiles: TileStats, models: Models,
-           name: str, out_dir: Path) -> Path:
-    """Write the outputs as ``out_dir/<name>/``; the slide's own name is shown only when ``name`` is it."""
+           name: str, folder: Path) -> None:
+    """Write the outputs into ``folder`` (the slide's staging folder); the slide's own name is shown only
+    when ``name`` is it."""
     summary = SlideSummary.of(slide)
     if name != summary.id:  # a pseudonym: the file name would give the patient away
         summary = dataclasses.replace(summary, id=name, file=name + slide.path.suffix.lower())
@@ -146,7 +146,7 @@ def report(slide: Slide, smear: SmearMap, cells: Cells, diff: Differential, tile
         crops=review_crops(slide, cells),
         gallery_overlays=overlay_gallery(gallery, gradcam_of(models), input_px=CROP_PX),
     )
-    return write_slide_outputs(result, out_dir)
+    fill_slide_folder(result, folder)
 
 
 def differential_markdown(diff: Differential) -> str:
@@ -182,23 +182,19 @@ def run_slide(plan: SlidePlan, settings: RunSettings) -> Path:
     show(plan.name, "open")
     models = load_models(settings.models_dir, settings.device, detector=settings.detector)
     tiles = TileStats()
-    staging = staging_dir(plan.folder)
-    try:
-        with open_slide(plan.path, mpp=settings.mpp) as slide:
-            show(plan.name, "smear regions")
-            smear = smear_regions(slide, settings.regions)
-            show(plan.name, "detect and classify")
-            cells = detect_classify(slide, smear, models, tiles)
-            show(plan.name, "aggregate")
-            diff = aggregate(cells, plan.name)
-            show(plan.name, "report")
-            staged = report(slide, smear, cells, diff, tiles, models, plan.name, staging)
-        folder = finish(staged, plan.folder, plan.record)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with open_slide(plan.path, mpp=settings.mpp) as slide:
+        show(plan.name, "smear regions")
+        smear = smear_regions(slide, settings.regions)
+        show(plan.name, "detect and classify")
+        cells = detect_classify(slide, smear, models, tiles)
+        show(plan.name, "aggregate")
+        diff = aggregate(cells, plan.name)
+        show(plan.name, "report")
+        with finished(plan.folder, plan.record) as staging:
+            report(slide, smear, cells, diff, tiles, models, plan.name, staging)
     create_markdown_artifact(markdown=differential_markdown(diff), key=artifact_key(plan.name),
                              description=f"Differential of {plan.name}")
-    return folder
+    return plan.folder
 
 
 @flow(name="analyse-slide", log_prints=False)

@@ -10,15 +10,15 @@ import pytest
 
 from bmpipe.errors import InputError
 from bmpipe.nn.weights import ModelRecord
+from bmpipe.report.staging import staging_dir
 from flows.resume import (
     RUN_RECORD,
     batch_lock,
     file_sha256,
-    finish,
+    finished,
     is_finished,
     models_fingerprint,
     run_record,
-    staging_dir,
     sweep_staging,
 )
 from flows.slide import RunSettings
@@ -52,9 +52,10 @@ def test_models_fingerprint_names_each_model_used_with_its_sha256():
 def test_only_a_folder_finished_from_the_same_record_counts_as_done(tmp_path):
     final = tmp_path / "slide"
     assert not is_finished(final, RECORD)
-    staged = staging_dir(final)
-    (staged / "report.html").write_text("new")
-    assert finish(staged, final, RECORD) == final and not staged.exists()
+    with finished(final, RECORD) as staged:
+        (staged / "report.html").write_text("new")
+        assert not is_finished(final, RECORD)  # nothing is in place until the block ends
+    assert final.is_dir() and not staged.exists()
     assert is_finished(final, RECORD)
     for key, value in [("input_sha256", "ef" * 32), ("models", {}), ("settings", {"regions": "all"})]:
         assert not is_finished(final, {**RECORD, key: value})
@@ -66,9 +67,8 @@ def test_finishing_replaces_an_old_folder_whole(tmp_path):
     final = tmp_path / "slide"
     final.mkdir()
     (final / "stale.png").write_text("old")
-    staged = staging_dir(final)
-    (staged / "report.html").write_text("new")
-    finish(staged, final, RECORD)
+    with finished(final, RECORD) as staged:
+        (staged / "report.html").write_text("new")
     assert sorted(p.name for p in final.iterdir()) == ["report.html", RUN_RECORD]
     assert [p.name for p in tmp_path.iterdir()] == ["slide"]
     assert json.loads((final / RUN_RECORD).read_text())["input_sha256"] == RECORD["input_sha256"]
@@ -94,3 +94,14 @@ def test_where_outputs_go_and_on_which_device_do_not_change_the_record(tmp_path)
     b = RunSettings(out_dir=tmp_path / "b", device="cuda", gpu_slots=4)
     assert a.result_settings() == b.result_settings()
     assert a.result_settings() != RunSettings(out_dir=tmp_path, detector="yolo").result_settings()
+
+
+def test_a_failure_inside_leaves_the_old_folder_and_no_staging(tmp_path):
+    final = tmp_path / "slide"
+    with finished(final, RECORD) as staged:
+        (staged / "report.html").write_text("first")
+    with pytest.raises(RuntimeError), finished(final, RECORD) as staged:
+        (staged / "report.html").write_text("half")
+        raise RuntimeError("killed")
+    assert (final / "report.html").read_text() == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["slide"]

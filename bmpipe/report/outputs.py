@@ -12,9 +12,6 @@ so a run killed half-way never leaves a folder that looks finished.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -41,6 +38,7 @@ from bmpipe.report.geojson import cells_geojson
 from bmpipe.report.html import image_suffix, render_html
 from bmpipe.report.pdf import write_pdf
 from bmpipe.report.review_files import write_review_files
+from bmpipe.report.staging import replacing
 from bmpipe.resolution import Mpp
 from bmpipe.slide import Slide
 from bmpipe.stages.aggregate import Differential
@@ -48,7 +46,14 @@ from bmpipe.stages.detect import TileStats
 from bmpipe.stages.regions import SmearMap
 from bmpipe.taxonomy import load_taxonomy
 
-__all__ = ["SlideResult", "SlideSummary", "gallery_crops", "overlay_gallery", "write_slide_outputs"]
+__all__ = [
+    "SlideResult",
+    "SlideSummary",
+    "fill_slide_folder",
+    "gallery_crops",
+    "overlay_gallery",
+    "write_slide_outputs",
+]
 
 #: Gallery crops: a fixed physical field (24 µm) at a resolution fine enough to see granules.
 GALLERY_MPP = Mpp(0.2)
@@ -194,37 +199,25 @@ def write_reports(folder: Path, content: ReportContent) -> None:
 
 
 def write_slide_outputs(result: SlideResult, out_dir: Path) -> Path:
-    """Write ``out_dir/<slide id>/`` atomically and return it."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write ``out_dir/<slide id>/`` all or nothing and return it."""
     final = out_dir / result.slide.id
-    staging = Path(tempfile.mkdtemp(prefix=f".{result.slide.id}.", suffix=".partial", dir=out_dir))
-    try:
-        content = report_content(result)
-        result.cells_frame().to_parquet(staging / "cells.parquet", index=False)
-        if result.smear is not None:  # fields of a case have no common coordinate frame to draw on
-            (staging / "cells.geojson").write_text(json.dumps(cells_geojson(result.cells, result.slide.id)), "utf-8")
-            (staging / "figures").mkdir()
-            (staging / OVERVIEW_FILE).write_bytes(content.overview_jpg)
-            (staging / DENSITY_FILE).write_bytes(content.density_png)
-        _save_gallery(staging / GALLERY_DIR, content.gallery)
-        write_review_files(staging, result.cells, result.crops, result.cell_fields)
-        write_reports(staging, content)
-        os.chmod(staging, 0o755)
-        atomic_replace_dir(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with replacing(final) as staging:
+        fill_slide_folder(result, staging)
     return final
 
 
-def atomic_replace_dir(staging: Path, final: Path) -> None:
-    """Put ``staging`` in place of ``final``: the old folder is moved aside first, so one of them always exists."""
-    old = final.parent / f".{final.name}.{os.getpid()}.old"
-    if final.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-    os.replace(staging, final)
-    shutil.rmtree(old, ignore_errors=True)
+def fill_slide_folder(result: SlideResult, folder: Path) -> None:
+    """Write every output of ``result`` into ``folder`` (a staging folder, see ``bmpipe.report.staging``)."""
+    content = report_content(result)
+    result.cells_frame().to_parquet(folder / "cells.parquet", index=False)
+    if result.smear is not None:  # fields of a case have no common coordinate frame to draw on
+        (folder / "cells.geojson").write_text(json.dumps(cells_geojson(result.cells, result.slide.id)), "utf-8")
+        (folder / "figures").mkdir()
+        (folder / OVERVIEW_FILE).write_bytes(content.overview_jpg)
+        (folder / DENSITY_FILE).write_bytes(content.density_png)
+    _save_gallery(folder / GALLERY_DIR, content.gallery)
+    write_review_files(folder, result.cells, result.crops, result.cell_fields)
+    write_reports(folder, content)
 
 
 def _save_gallery(folder: Path, gallery: dict[str, list[GalleryItem]]) -> None:

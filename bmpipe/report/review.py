@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,10 +31,10 @@ from bmpipe.report.outputs import (
     GALLERY_DIR,
     GALLERY_PER_CLASS,
     OVERVIEW_FILE,
-    atomic_replace_dir,
     write_reports,
 )
 from bmpipe.report.review_files import REVIEW_COLUMNS
+from bmpipe.report.staging import replacing
 from bmpipe.stages.aggregate import differential
 from bmpipe.taxonomy import load_taxonomy
 
@@ -196,8 +195,7 @@ def rewrite_reviewed(
         gallery=reviewed_gallery(folder, cells),
         review_note=note,
     )
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent))
-    try:
+    with replacing(folder) as staging:
         shutil.copytree(folder, staging, dirs_exist_ok=True)
         frame = frame.copy()
         frame["corrected_label"] = ""
@@ -207,11 +205,6 @@ def rewrite_reviewed(
         if (folder / "cells.geojson").is_file():
             (staging / "cells.geojson").write_text(json.dumps(cells_geojson(cells, data["slide"])), "utf-8")
         write_reports(staging, content)
-        os.chmod(staging, 0o755)
-        atomic_replace_dir(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return folder
 
 
