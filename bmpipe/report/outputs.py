@@ -107,11 +107,8 @@ def gallery_crops(slide: Slide, cells: Cells, per_class: int = GALLERY_PER_CLASS
         top = idx[np.argsort(-cells.label_score[idx])][: per_class // 2]
         rest = np.setdiff1d(idx, top)
         pick = np.concatenate([top, rng.permutation(rest)[: per_class - len(top)]])
-        out[code] = [
-            jpeg_bytes(slide.read_region(cells.x[i] - half, cells.y[i] - half, GALLERY_PX, GALLERY_PX, GALLERY_MPP),
-                       quality=90)
-            for i in pick
-        ]
+        crops = slide.read_regions(cells.x[pick] - half, cells.y[pick] - half, GALLERY_PX, GALLERY_PX, GALLERY_MPP)
+        out[code] = [jpeg_bytes(crop, quality=90) for crop in crops]
     return out
 
 

@@ -49,12 +49,9 @@ def review_crops(
 
     ``offset`` is the id of the first of ``cells`` in the output, for a case whose fields are concatenated."""
     half = REVIEW_PX / 2 * slide.mpp.factor_to(REVIEW_MPP)
-    return {
-        offset + int(i): jpeg_bytes(
-            slide.read_region(cells.x[i] - half, cells.y[i] - half, REVIEW_PX, REVIEW_PX, REVIEW_MPP), quality=92
-        )
-        for i in select_for_review(cells, per_class, seed)
-    }
+    rows = select_for_review(cells, per_class, seed)
+    crops = slide.read_regions(cells.x[rows] - half, cells.y[rows] - half, REVIEW_PX, REVIEW_PX, REVIEW_MPP)
+    return {offset + int(i): jpeg_bytes(crop, quality=92) for i, crop in zip(rows, crops)}
 
 
 def write_review_files(
