@@ -27,6 +27,7 @@ import segmentation_models_pytorch as smp
 import torch
 from scipy import ndimage
 
+from bmpipe.nn.tile_input import pad_to_stride, tile_batch
 from bmpipe.nn.weights import ModelRecord, default_models_dir, load_weights
 from bmpipe.resolution import Mpp
 
@@ -197,10 +198,7 @@ class UnetDetector:
     def probabilities(self, tiles: np.ndarray) -> np.ndarray:
         """(B, 2, H, W) float32 foreground and marker probabilities of (B, H, W, 3) uint8 RGB tiles."""
         h, w = tiles.shape[1:3]
-        ph, pw = -h % self._stride, -w % self._stride
-        if ph or pw:  # edge padding keeps the border looking like slide, not like a black frame
-            tiles = np.pad(tiles, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
-        x = to_input(tiles, self.config, self.device)
+        x = to_input(pad_to_stride(tiles, self._stride), self.config, self.device)
         with torch.inference_mode(), torch.autocast(
             "cuda", dtype=torch.float16, enabled=self.device.type == "cuda"
         ):
@@ -210,9 +208,7 @@ class UnetDetector:
     def detect(self, tiles: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """tiles: (B, H, W, 3) uint8 RGB at ``self.mpp``. Per tile: boxes (N, 4) x0, y0, x1, y1 in tile
         pixels and scores (N,)."""
-        tiles = np.asarray(tiles)
-        if tiles.ndim != 4 or tiles.shape[-1] != 3 or tiles.dtype != np.uint8:
-            raise ValueError(f"tiles must be (B, H, W, 3) uint8 RGB, got {tiles.shape} {tiles.dtype}")
+        tiles = tile_batch(tiles)
         if len(tiles) == 0:
             return []
         prob = self.probabilities(tiles)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bmpipe.nn.tile_input import pad_to_stride, tile_batch
 from bmpipe.nn.weights import ModelRecord, default_models_dir, load_weights
 from bmpipe.resolution import Mpp
 
@@ -79,16 +80,11 @@ class YoloDetector:
     def detect(self, tiles: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """tiles: (B, H, W, 3) uint8 RGB at ``self.mpp``. Per tile: boxes (N, 4) x0, y0, x1, y1 in tile
         pixels and scores (N,)."""
-        tiles = np.asarray(tiles)
-        if tiles.ndim != 4 or tiles.shape[-1] != 3 or tiles.dtype != np.uint8:
-            raise ValueError(f"tiles must be (B, H, W, 3) uint8 RGB, got {tiles.shape} {tiles.dtype}")
+        tiles = tile_batch(tiles)
         if len(tiles) == 0:
             return []
         h, w = tiles.shape[1:3]
-        ph, pw = -h % self._stride, -w % self._stride
-        if ph or pw:
-            tiles = np.pad(tiles, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
-        x = torch.from_numpy(np.ascontiguousarray(tiles)).to(self.device)
+        x = torch.from_numpy(np.ascontiguousarray(pad_to_stride(tiles, self._stride))).to(self.device)
         x = x.permute(0, 3, 1, 2).float().div_(255.0)
         with torch.inference_mode(), torch.autocast(
             "cuda", dtype=torch.float16, enabled=self.device.type == "cuda"
