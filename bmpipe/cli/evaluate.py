@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import importlib
+
+from bmpipe.cli.delegate import register_group
 
 #: What can be evaluated → module with ``main(argv) -> int``, which parses its own options.
 EVALUATORS = {
@@ -12,12 +13,5 @@ EVALUATORS = {
 }
 
 
-def _evaluate(args: argparse.Namespace) -> int:
-    return importlib.import_module(EVALUATORS[args.what]).main(args.rest) or 0
-
-
 def register(sub: argparse._SubParsersAction) -> None:
-    evaluate = sub.add_parser("evaluate", help="score a model on held-out images (figures and targets)")
-    evaluate.add_argument("what", choices=sorted(EVALUATORS))
-    evaluate.add_argument("rest", nargs=argparse.REMAINDER, help="options of that evaluation (see its --help)")
-    evaluate.set_defaults(func=_evaluate)
+    register_group(sub, "evaluate", "score a model on held-out images (figures and targets)", EVALUATORS)

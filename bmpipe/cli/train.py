@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import importlib
+
+from bmpipe.cli.delegate import register_group
 
 #: Trainer name → module with ``main(argv) -> int``.
 TRAINERS = {
@@ -14,12 +15,5 @@ TRAINERS = {
 }
 
 
-def _train(args: argparse.Namespace) -> int:
-    return importlib.import_module(TRAINERS[args.what]).main(args.rest) or 0
-
-
 def register(sub: argparse._SubParsersAction) -> None:
-    train = sub.add_parser("train", help="train a model on real and phantom data")
-    train.add_argument("what", choices=sorted(TRAINERS))
-    train.add_argument("rest", nargs=argparse.REMAINDER, help="options of that trainer (see its --help)")
-    train.set_defaults(func=_train)
+    register_group(sub, "train", "train a model on real and phantom data", TRAINERS)
