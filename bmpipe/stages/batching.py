@@ -28,6 +28,8 @@ class BatchBuffer:
         """(N, *image shape) uint8 view of the buffer holding ``images`` (a list of arrays or batches of them);
         valid until the next call."""
         parts = [im[None] if im.ndim == 3 else im for im in images]
+        if len(parts) == 1 and not self.pinned:  # already one batch, and no pinned copy to make
+            return np.ascontiguousarray(parts[0], dtype=np.uint8)
         n = sum(len(p) for p in parts)
         shape = parts[0].shape[1:]
         if self._buffer is None or self._buffer.shape[1:] != shape or len(self._buffer) < n:
