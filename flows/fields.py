@@ -24,15 +24,12 @@ from bmpipe.report.outputs import (
     write_slide_outputs,
 )
 from bmpipe.report.review_files import review_crops
-from bmpipe.slide import PHOTO_SUFFIXES, open_slide, slide_id
+from bmpipe.slide import IMAGE_SUFFIXES, images_in, open_slide, slide_id
 from bmpipe.stages.detect import TileStats
 from bmpipe.stages.regions import whole_field
 from flows.deidentify import Pseudonyms, load_key, redacted_logs
 from flows.gpu import set_gpu_slots
 from flows.slide import RunSettings, aggregate, detect_classify, gradcam_of
-
-#: Microscope cameras save fields as the photo formats the slide opener knows, or as flat TIFFs.
-FIELD_SUFFIXES = PHOTO_SUFFIXES | {".tif", ".tiff"}
 
 #: Gallery crops taken per class from each field, so that a case's gallery draws on several fields.
 GALLERY_PER_FIELD = 2
@@ -41,9 +38,9 @@ GALLERY_PER_FIELD = 2
 def find_fields(case_dir: Path) -> list[Path]:
     if not case_dir.is_dir():
         raise InputError(case_dir, "--fields needs a folder of field photographs of one case")
-    fields = sorted(p for p in case_dir.iterdir() if p.is_file() and p.suffix.lower() in FIELD_SUFFIXES)
+    fields = images_in(case_dir)
     if not fields:
-        raise InputError(case_dir, f"holds no field photographs ({', '.join(sorted(FIELD_SUFFIXES))})")
+        raise InputError(case_dir, f"holds no field photographs ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return fields
 
 

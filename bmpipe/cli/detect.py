@@ -16,12 +16,9 @@ from pathlib import Path
 
 from bmpipe.errors import InputError
 from bmpipe.resolution import Mpp
-from bmpipe.slide.opener import PHOTO_SUFFIXES
+from bmpipe.slide.opener import IMAGE_SUFFIXES, images_in
 
 log = logging.getLogger(__name__)
-
-#: Field images: the photo formats the slide opener knows, and flat TIFFs.
-IMAGE_SUFFIXES = PHOTO_SUFFIXES | {".tif", ".tiff"}
 
 
 def expand(inputs: list[Path]) -> list[Path]:
@@ -29,7 +26,7 @@ def expand(inputs: list[Path]) -> list[Path]:
     out = []
     for p in inputs:
         if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            found = images_in(p)
             if not found:
                 log.error("%s", InputError(p, f"holds no field image ({', '.join(sorted(IMAGE_SUFFIXES))})"))
             out += found

@@ -7,7 +7,17 @@ slide to a tiled TIFF pyramid that OpenSlide and ``open_slide`` read back with i
 
 from bmpipe.slide.base import Slide
 from bmpipe.slide.checks import MAX_LEVEL0_PIXELS, MAX_SIDE, slide_id
-from bmpipe.slide.opener import PHOTO_SUFFIXES, open_slide
+from bmpipe.slide.opener import IMAGE_SUFFIXES, PHOTO_SUFFIXES, images_in, open_slide
 from bmpipe.slide.writer import write_pyramidal_tiff
 
-__all__ = ["MAX_LEVEL0_PIXELS", "MAX_SIDE", "PHOTO_SUFFIXES", "Slide", "open_slide", "slide_id", "write_pyramidal_tiff"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "MAX_LEVEL0_PIXELS",
+    "MAX_SIDE",
+    "PHOTO_SUFFIXES",
+    "Slide",
+    "images_in",
+    "open_slide",
+    "slide_id",
+    "write_pyramidal_tiff",
+]

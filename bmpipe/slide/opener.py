@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 
 #: Photographs go straight to the image backend; everything else is offered to OpenSlide first.
 PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
+#: Single images (cell crops, microscope fields): the photo formats, and flat TIFFs as cameras also save.
+IMAGE_SUFFIXES = PHOTO_SUFFIXES | {".tif", ".tiff"}
 
 _LIBRARY = {OpenSlideSlide: "OpenSlide", TiffSlide: "tifffile", ImageSlide: "image"}
 
@@ -70,3 +72,8 @@ _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 def _is_tiff(path: Path) -> bool:
     with open(path, "rb") as f:
         return f.read(4) in _TIFF_MAGIC
+
+
+def images_in(folder: Path) -> list[Path]:
+    """The image files directly inside ``folder`` (``IMAGE_SUFFIXES``), sorted."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

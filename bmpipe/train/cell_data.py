@@ -35,6 +35,7 @@ from bmpipe.nn.cell_classifier import (
     resample,
 )
 from bmpipe.resolution import Mpp
+from bmpipe.slide import IMAGE_SUFFIXES
 from bmpipe.taxonomy import load_taxonomy
 from bmpipe.train.datasets import DATASETS
 
@@ -56,7 +57,6 @@ SEGPC_MIN_AREA = 200
 #: Blobs over this multiple of the median blob area are touching cells sharing one mask: their centre lies
 #: between cells, so they are left out rather than taught as one plasma cell.
 SEGPC_MERGED_FACTOR = 2.2
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 
 
 @dataclass

@@ -31,9 +31,8 @@ from scipy import ndimage
 from bmpipe.errors import InputError
 from bmpipe.nn.unet_detector import DETECTOR_MPP
 from bmpipe.resolution import Mpp
+from bmpipe.slide import images_in
 from bmpipe.train.datasets import DATASETS
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 #: TXL-PBC merges four sources with different optics; their fields differ in size. µm/px per (height, width):
 #: median equivalent diameter of isolated round red cells (Otsu on green, solidity > 0.95, aspect < 1.2,
@@ -211,10 +210,6 @@ def yolo_boxes(label: Path, width: int, height: int, cls: int = 0) -> np.ndarray
                 rows.append([(cx - bw / 2) * width, (cy - bh / 2) * height, (cx + bw / 2) * width,
                              (cy + bh / 2) * height])
     return np.array(rows, np.float64).reshape(-1, 4)
-
-
-def images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def txl_pbc_samples(split: str) -> Iterator[Sample]:

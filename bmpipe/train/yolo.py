@@ -32,6 +32,7 @@ from scipy import ndimage
 from bmpipe.nn.weights import ModelRecord, default_models_dir, load_weights, save_model
 from bmpipe.nn.yolo_detector import DEFAULT_CONFIG, DETECTOR_MPP, NAME, build_network
 from bmpipe.resolution import Mpp
+from bmpipe.slide import images_in
 from bmpipe.train import detector_data as dd
 from bmpipe.train.datasets import DATASETS
 
@@ -142,7 +143,7 @@ def box_fields(paths_boxes: Iterator[tuple[Path, Mpp, np.ndarray]]) -> Iterator[
 
 def txl_pbc_boxes(split: str) -> Iterator[tuple[Path, Mpp, np.ndarray]]:
     root = DATASETS["txl_pbc"].path
-    for path in dd.images_in(root / "images" / split):
+    for path in images_in(root / "images" / split):
         h, w = cv2.imread(str(path)).shape[:2]
         yield path, dd.txl_pbc_mpp((h, w)), dd.yolo_boxes(root / "labels" / split / f"{path.stem}.txt", w, h)
 
@@ -206,7 +207,7 @@ def phantom_canvases(work: Path, n: int, seed: int, size: int) -> Iterator[Canva
         (folder / "done").write_text("ok\n")
         log.info("wrote %d phantom fields in %.0f s", n, time.monotonic() - t)
     scale = 1.0 / PHANTOM_MPP.factor_to(DETECTOR_MPP)
-    for path in dd.images_in(folder / "images"):
+    for path in images_in(folder / "images"):
         inst, _ = dd.read_instances(folder / "masks" / f"{path.stem}.png")
         image = dd.resize(dd.read_rgb(path), scale)
         small = dd.resize(inst, scale, nearest=True)
@@ -262,7 +263,7 @@ def oversampled(data_yaml: Path, repeat: int) -> Path:
     its numeric SegPC id) ``repeat`` times; ultralytics keeps repeated lines of a list file."""
     data = yaml.safe_load(data_yaml.read_text())
     root = Path(data["path"])
-    images = dd.images_in(root / data["train"])
+    images = images_in(root / data["train"])
     lines = [str(p) for p in images for _ in range(repeat if p.stem.split("_")[0].isdigit() else 1)]
     listing = data_yaml.with_name(f"train-segpc-x{repeat}.txt")
     listing.write_text("\n".join(lines) + "\n")
