@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bmpipe.errors import InputError
-from bmpipe.imaging.quality import FocusGate, QualityThresholds, focus
+from bmpipe.imaging.quality import FocusGate, QualityThresholds, focus, tile_focus
 from bmpipe.phantom import make_slide
 from bmpipe.resolution import Mpp
 from bmpipe.slide import open_slide, write_pyramidal_tiff
@@ -77,10 +77,10 @@ def test_gate_calls_glass_empty_and_a_defocused_tile_blurred():
     cells = np.full((512, 512, 3), 235, np.uint8)
     for x, y in rng.integers(20, 490, (40, 2)):
         cv2.circle(cells, (int(x), int(y)), 12, (120, 60, 150), -1)
-    gate = FocusGate.from_sample([cells] * 4, mpp, t)
-    assert gate.judge(np.full((512, 512, 3), 245, np.uint8), mpp, t).empty
-    assert gate.judge(cells, mpp, t).usable
-    assert gate.judge(cv2.GaussianBlur(cells, (0, 0), 3.0), mpp, t).blurred
+    gate = FocusGate.from_focus([tile_focus(cells, mpp, t)] * 4, t)
+    assert gate.verdict(tile_focus(np.full((512, 512, 3), 245, np.uint8), mpp, t)).empty
+    assert gate.verdict(tile_focus(cells, mpp, t)).usable
+    assert gate.verdict(tile_focus(cv2.GaussianBlur(cells, (0, 0), 3.0), mpp, t)).blurred
 
 
 def test_sharp_phantom_loses_no_tile(phantom):

@@ -66,6 +66,11 @@ class TileQuality:
         return not (self.empty or self.blurred)
 
 
+def tile_focus(rgb: np.ndarray, mpp: Mpp, t: QualityThresholds) -> float | None:
+    """The focus of a tile that holds stain, ``None`` for empty glass: the one measurement a verdict needs."""
+    return focus(rgb) if stained_um2(rgb, mpp, t) >= t.min_stained_um2 else None
+
+
 @dataclass(frozen=True)
 class FocusGate:
     """The focus a tile needs on one slide: the absolute floor or a share of the slide's sharp tiles."""
@@ -74,16 +79,16 @@ class FocusGate:
     reference: float | None
 
     @classmethod
-    def from_sample(cls, sample: list[np.ndarray], mpp: Mpp, t: QualityThresholds) -> FocusGate:
-        """Gate from a sample of the slide's tiles (the empty ones are ignored)."""
-        scores = [focus(tile) for tile in sample if stained_um2(tile, mpp, t) >= t.min_stained_um2]
+    def from_focus(cls, sample: list[float | None], t: QualityThresholds) -> FocusGate:
+        """Gate from the ``tile_focus`` of a sample of the slide's tiles (the empty ones are ignored)."""
+        scores = [score for score in sample if score is not None]
         if not scores:
             return cls(threshold=t.min_focus, reference=None)
         reference = float(np.percentile(scores, t.reference_percentile))
         return cls(threshold=max(t.min_focus, t.relative_focus * reference), reference=reference)
 
-    def judge(self, rgb: np.ndarray, mpp: Mpp, t: QualityThresholds) -> TileQuality:
-        if stained_um2(rgb, mpp, t) < t.min_stained_um2:
+    def verdict(self, score: float | None) -> TileQuality:
+        """The verdict on a tile of ``tile_focus`` ``score``."""
+        if score is None:
             return TileQuality(empty=True, blurred=False, focus=float("nan"))
-        score = focus(rgb)
         return TileQuality(empty=False, blurred=score < self.threshold, focus=score)

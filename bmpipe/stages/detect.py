@@ -16,7 +16,7 @@ import numpy as np
 
 from bmpipe.errors import InputError
 from bmpipe.imaging.boxes import iou_matrix
-from bmpipe.imaging.quality import FocusGate, QualityThresholds, TileQuality
+from bmpipe.imaging.quality import FocusGate, QualityThresholds, TileQuality, tile_focus
 from bmpipe.imaging.tiles import Tile, tile_grid
 from bmpipe.records import Cells
 from bmpipe.resolution import Mpp
@@ -77,14 +77,26 @@ def read_tile(slide: Slide, tile: Tile, mpp: Mpp) -> np.ndarray:
     return slide.read_region(tile.x0, tile.y0, tile.size_px, tile.size_px, mpp)
 
 
+def read_and_measure(
+    slide: Slide, tile: Tile, mpp: Mpp, quality: QualityThresholds
+) -> tuple[np.ndarray, float | None]:
+    """A tile's image and its ``tile_focus`` (on a reader thread: the measure costs as much as a decode)."""
+    image = read_tile(slide, tile, mpp)
+    return image, tile_focus(image, mpp, quality)
+
+
 def focus_gate(
     tiles: list[Tile], mpp: Mpp, readers: SlideReaders, quality: QualityThresholds
-) -> tuple[FocusGate, dict[int, np.ndarray]]:
+) -> tuple[FocusGate, dict[int, tuple[np.ndarray, float | None]]]:
     """The slide's focus threshold, from up to ``FOCUS_SAMPLE_TILES`` tiles spread evenly over the plan, and
-    those tiles' images by plan index (kept so they are not read twice)."""
+    those tiles' images and focus by plan index (kept so they are neither read nor measured twice)."""
     picks = np.unique(np.linspace(0, len(tiles) - 1, min(FOCUS_SAMPLE_TILES, len(tiles))).round().astype(int))
-    sample = list(readers.map_ahead(lambda s, t: read_tile(s, t, mpp), [tiles[i] for i in picks], len(picks)))
-    return FocusGate.from_sample(sample, mpp, quality), dict(zip(picks.tolist(), sample))
+    sample = list(
+        readers.map_ahead(
+            lambda s, t: read_and_measure(s, t, mpp, quality), [tiles[i] for i in picks], len(picks)
+        )
+    )
+    return FocusGate.from_focus([score for _, score in sample], quality), dict(zip(picks.tolist(), sample))
 
 
 def detected_tiles(
@@ -113,10 +125,8 @@ def detected_tiles(
 
     def read_and_judge(handle: Slide, index: int) -> tuple[Tile, np.ndarray, TileQuality]:
         tile = tiles[index]
-        image = sampled.pop(index, None)
-        if image is None:
-            image = read_tile(handle, tile, detector.mpp)
-        return tile, image, gate.judge(image, detector.mpp, quality)
+        image, score = sampled.pop(index, None) or read_and_measure(handle, tile, detector.mpp, quality)
+        return tile, image, gate.verdict(score)
 
     ledger = BorderLedger(slide.mpp.px(BORDER_SLACK_UM))
     buffer = BatchBuffer()
