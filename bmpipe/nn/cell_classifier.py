@@ -17,9 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from bmpipe.errors import InputError, ModelError
+from bmpipe.nn.fusion import fuse_batchnorm
 from bmpipe.nn.weights import ModelRecord, default_models_dir, load_weights
 from bmpipe.resolution import Mpp
 from bmpipe.slide.mpp_metadata import read_tiff_mpp, resolve_mpp
@@ -123,23 +123,6 @@ class CellNet(nn.Module):
         f = self.dropout(self.features(x))
         grade = torch.sigmoid(self.grade_head(f).squeeze(1)) * self.max_grade
         return self.class_head(f), self.dysplastic_head(f).squeeze(1), grade
-
-
-def fuse_batchnorm(module: nn.Module) -> nn.Module:
-    """Fold every BatchNorm that follows a Conv2d into the conv (in place; eval mode only).
-
-    Inference-only: on two CPU cores it removes a memory-bound pass per layer (≈1.3-1.5× faster predict).
-    """
-    names = list(module._modules)
-    for prev, name in zip([None, *names], names):
-        child = module._modules[name]
-        conv = module._modules.get(prev) if prev is not None else None
-        if isinstance(child, nn.BatchNorm2d) and isinstance(conv, nn.Conv2d):
-            module._modules[prev] = fuse_conv_bn_eval(conv, child)
-            module._modules[name] = nn.Identity()
-        elif child is not None:
-            fuse_batchnorm(child)
-    return module
 
 
 def rotate_batch(x: torch.Tensor, angles_deg: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,7 @@ import segmentation_models_pytorch as smp
 import torch
 from scipy import ndimage
 
+from bmpipe.nn.fusion import fuse_batchnorm
 from bmpipe.nn.tile_input import pad_to_stride, tile_batch
 from bmpipe.nn.weights import ModelRecord, default_models_dir, load_weights
 from bmpipe.resolution import Mpp
@@ -184,7 +185,7 @@ class UnetDetector:
         self.device = torch.device(device)
         self.post = PostProcess.from_config(config)
         self._stride = stride_of(config)
-        self.network = network.to(self.device).eval().to(memory_format=torch.channels_last)
+        self.network = fuse_batchnorm(network.eval()).to(self.device, memory_format=torch.channels_last)
 
     @classmethod
     def load(cls, models_dir: Path | None = None, device: str | None = None) -> UnetDetector:
