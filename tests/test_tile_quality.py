@@ -104,3 +104,18 @@ def test_half_blurred_slide_loses_about_half_its_tiles(phantom, tmp_path):
     assert stats.tiles_read == planned
     assert 0.3 <= stats.tiles_blurred / analysed <= 0.7
     assert detector.tiles == analysed - stats.tiles_blurred
+
+
+def test_measures_match_their_numpy_definitions():
+    """The OpenCV forms of the per-tile measures compute the quantities the thresholds were set on."""
+    from bmpipe.imaging.smear import optical_density
+
+    rng = np.random.default_rng(3)
+    rgb = cv2.GaussianBlur(rng.integers(0, 256, (300, 200, 3), dtype=np.uint8), (0, 0), 1.5)
+    od = -np.log10((rgb.astype(np.float64) + 1.0) / 256.0).sum(axis=2)
+    np.testing.assert_allclose(optical_density(rgb), od, rtol=1e-5, atol=1e-5)
+    grey = rgb.astype(np.float64).mean(axis=2)
+    lap = cv2.Laplacian(grey, cv2.CV_64F, ksize=1)
+    gx, gy = cv2.Sobel(grey, cv2.CV_64F, 1, 0, ksize=1), cv2.Sobel(grey, cv2.CV_64F, 0, 1, ksize=1)
+    assert focus(rgb) == pytest.approx(np.mean(lap**2) / (np.mean(gx**2) + np.mean(gy**2)), rel=1e-4)
+    assert focus(rgb[:, ::-1]) == pytest.approx(focus(np.ascontiguousarray(rgb[:, ::-1])), rel=1e-6)

@@ -40,10 +40,17 @@ class ZoneThresholds:
     # clump of cells or a megakaryocyte out in the feathered edge is not a monolayer
 
 
+#: Optical density of each 8-bit channel value, as a (1, 256) table for ``cv2.LUT``.
+_OD_LUT = (-np.log10((np.arange(256, dtype=np.float32) + 1.0) / 256.0)).reshape(1, 256)
+_SUM_CHANNELS = np.ones((1, 3), np.float32)
+
+
 def optical_density(rgb: np.ndarray) -> np.ndarray:
-    """Summed optical density per pixel: 0 for white glass, ~3 for black."""
-    lut = -np.log10((np.arange(256, dtype=np.float32) + 1.0) / 256.0)
-    return lut[rgb].sum(axis=2)
+    """Summed optical density per pixel (float32): 0 for white glass, ~3 for black.
+
+    Looked up and summed with OpenCV: on every tile of a slide, NumPy's fancy indexing cost as much as
+    the tile's decode (4.8 against 0.27 ms for 512²)."""
+    return cv2.transform(cv2.LUT(np.ascontiguousarray(rgb), _OD_LUT), _SUM_CHANNELS)
 
 
 def zone_map(overview: np.ndarray, overview_mpp_um: float, t: ZoneThresholds | None = None) -> np.ndarray:
