@@ -21,9 +21,9 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from bmpipe.errors import BmpipeError
 from bmpipe.report.cohort import write_cohort_summary
-from bmpipe.slide import open_slide, slide_id
+from bmpipe.slide import open_slide
 from flows import progress
-from flows.deidentify import Pseudonyms, load_key, redacted_logs
+from flows.deidentify import Pseudonyms, deidentified
 from flows.gpu import set_gpu_slots
 from flows.resume import batch_lock, is_finished, sweep_staging
 from flows.slide import RunSettings, plan_slide, run_slide
@@ -92,29 +92,17 @@ def write_manifest(outcomes: list[SlideOutcome], out_dir: Path) -> Path:
     return path
 
 
-def _pseudonyms(settings: RunSettings) -> Pseudonyms | None:
-    return Pseudonyms(load_key(settings.out_dir)) if settings.deidentify else None
-
-
 def slide_label(job: SlideJob, pseudonyms: Pseudonyms | None) -> str:
     """How the manifest and logs name a slide: its path, or its pseudonymised place in the batch."""
-    if pseudonyms is None:
-        return str(job.path)
-    label = str(pseudonyms.path(job.subfolder / job.path.name))
-    pseudonyms.alias(str(job.path), label)
-    pseudonyms.alias(job.path.name, label)
-    pseudonyms.alias(slide_id(job.path), pseudonyms.of(job.path.stem))  # the stages log the slide's id
-    return label
+    return str(job.path) if pseudonyms is None else pseudonyms.slide(job.path, job.subfolder)
 
 
 @task(name="slide", cache_policy=NO_CACHE)
 def analyse_one(job: SlideJob, settings: RunSettings, label: str) -> SlideOutcome:
     """One slide, from its path: skipped if finished, else analysed; any error becomes a failed outcome."""
     start = time.perf_counter()
-    pseudonyms = _pseudonyms(settings)
-    if pseudonyms is not None:
+    with deidentified(settings) as pseudonyms:
         slide_label(job, pseudonyms)  # registers this slide's names for redaction on this worker too
-    with redacted_logs(pseudonyms):
         try:
             with open_slide(job.path, mpp=settings.mpp):  # bad input fails here, in one line, before any work
                 pass
@@ -160,10 +148,9 @@ def analyse_batch(paths: list[Path], settings: RunSettings, recursive: bool = Fa
     with batch_lock(settings.out_dir):
         sweep_staging(settings.out_dir)
         set_gpu_slots(settings.gpu_slots)
-        pseudonyms = _pseudonyms(settings)
-        jobs = find_jobs(paths, recursive)
-        labels = [slide_label(job, pseudonyms) for job in jobs]
-        with redacted_logs(pseudonyms):
+        with deidentified(settings) as pseudonyms:
+            jobs = find_jobs(paths, recursive)
+            labels = [slide_label(job, pseudonyms) for job in jobs]
             futures = [
                 analyse_one.with_options(task_run_name=f"slide {i + 1}/{len(jobs)}").submit(job, settings, label)
                 for i, (job, label) in enumerate(zip(jobs, labels))

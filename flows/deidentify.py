@@ -18,6 +18,12 @@ import secrets
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bmpipe.slide import slide_id
+
+if TYPE_CHECKING:
+    from flows.slide import RunSettings
 
 KEY_ENV = "BMPIPE_DEIDENTIFY_KEY"
 KEY_FILE = ".bmpipe-deidentify.key"
@@ -59,6 +65,23 @@ class Pseudonyms:
         """A relative slide path with every folder and the file stem replaced (the suffix is kept)."""
         parts = [self.of(p) for p in relative.parent.parts]
         return Path(*parts, self.of(relative.stem) + relative.suffix)
+
+    def slide(self, path: Path, subfolder: Path = Path()) -> str:
+        """Redact a slide's path, file name and id (which the stages log) from now on; returns how the manifest
+        names it: its pseudonymised place ``subfolder/<pseudonym><suffix>``."""
+        label = str(self.path(subfolder / path.name))
+        self.alias(str(path), label)
+        self.alias(path.name, label)
+        self.alias(slide_id(path), self.of(path.stem))
+        return label
+
+    def case(self, folder: Path) -> str:
+        """Redact a case folder of field photographs, by path and by id, as the pseudonym of its whole name (a
+        folder's dot starts no suffix); returns that pseudonym."""
+        pseudonym = self.of(folder.name)
+        self.alias(str(folder), pseudonym)
+        self.alias(slide_id(folder), pseudonym)
+        return pseudonym
 
     def alias(self, name: str, replacement: str) -> None:
         """Also redact ``name`` (e.g. a slide's full path) wherever it appears, as ``replacement``."""
@@ -120,3 +143,16 @@ def redacted_logs(pseudonyms: Pseudonyms | None) -> Iterator[None]:
     finally:
         for handler in handlers:
             handler.removeFilter(flt)
+
+
+@contextmanager
+def deidentified(settings: RunSettings) -> Iterator[Pseudonyms | None]:
+    """The run's pseudonyms (None without ``--deidentify``), with every log line redacted while inside.
+
+    The filter reads the names when a line is logged, so a slide registered inside (``Pseudonyms.slide``,
+    ``Pseudonyms.case``) is redacted from every line logged after; each flow and worker task enters this itself,
+    as a task may run in another process than its flow.
+    """
+    pseudonyms = Pseudonyms(load_key(settings.out_dir)) if settings.deidentify else None
+    with redacted_logs(pseudonyms):
+        yield pseudonyms

@@ -27,7 +27,7 @@ from bmpipe.report.review_files import review_crops
 from bmpipe.slide import IMAGE_SUFFIXES, images_in, open_slide, slide_id
 from bmpipe.stages.detect import TileStats
 from bmpipe.stages.regions import whole_field
-from flows.deidentify import Pseudonyms, load_key, redacted_logs
+from flows.deidentify import Pseudonyms, deidentified
 from flows.gpu import set_gpu_slots
 from flows.slide import RunSettings, aggregate, detect_classify, gradcam_of
 
@@ -48,12 +48,9 @@ def find_fields(case_dir: Path) -> list[Path]:
 def analyse_fields(case_dir: Path, settings: RunSettings) -> Path:
     """Detect and classify the cells of every field of a case, then one differential and report for all."""
     set_gpu_slots(settings.gpu_slots)
-    pseudonyms = Pseudonyms(load_key(settings.out_dir)) if settings.deidentify else None
-    if pseudonyms is None:
-        return _analyse_fields(case_dir, settings, None)
-    pseudonyms.alias(str(case_dir), pseudonyms.of(case_dir.name))
-    pseudonyms.alias(slide_id(case_dir), pseudonyms.of(case_dir.name))
-    with redacted_logs(pseudonyms):
+    with deidentified(settings) as pseudonyms:
+        if pseudonyms is not None:
+            pseudonyms.case(case_dir)
         return _analyse_fields(case_dir, settings, pseudonyms)
 
 

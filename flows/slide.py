@@ -38,7 +38,7 @@ from bmpipe.stages.regions import RegionsMode, SmearMap, find_smear
 from bmpipe.stages.stream import detect_and_classify
 from bmpipe.taxonomy import load_taxonomy
 from flows import progress
-from flows.deidentify import Pseudonyms, load_key
+from flows.deidentify import Pseudonyms, deidentified
 from flows.gpu import gpu_slot, set_gpu_slots
 from flows.resume import file_sha256, finished, models_fingerprint, run_record
 
@@ -81,9 +81,9 @@ def output_place(path: Path, settings: RunSettings, pseudonyms: Pseudonyms | Non
     File and folder names are untrusted: each part is made safe as slide ids are (or pseudonymised), so no
     name can climb out of ``out_dir`` or carry markup into a folder name.
     """
-    if pseudonyms is not None:
-        return pseudonyms.of(path.stem), settings.out_dir.joinpath(*map(pseudonyms.of, subfolder.parts),
-                                                                   pseudonyms.of(path.stem))
+    if pseudonyms is not None:  # the manifest's label of the slide, less the suffix
+        place = pseudonyms.path(subfolder / path.name).with_suffix("")
+        return place.name, settings.out_dir / place
     name = slide_id(path)
     parts = [slide_id(Path(f"{part}.folder")) for part in subfolder.parts]  # slide_id keeps the stem
     return name, settings.out_dir.joinpath(*parts, name)
@@ -201,5 +201,7 @@ def run_slide(plan: SlidePlan, settings: RunSettings) -> Path:
 def analyse_slide(path: Path, settings: RunSettings) -> Path:
     """Smear regions → nucleated-cell detection → classification → differential → report, for one slide."""
     set_gpu_slots(settings.gpu_slots)
-    pseudonyms = Pseudonyms(load_key(settings.out_dir)) if settings.deidentify else None
-    return run_slide(plan_slide(path, settings, pseudonyms), settings)
+    with deidentified(settings) as pseudonyms:
+        if pseudonyms is not None:
+            pseudonyms.slide(path)
+        return run_slide(plan_slide(path, settings, pseudonyms), settings)

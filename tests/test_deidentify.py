@@ -63,6 +63,22 @@ def test_a_deidentified_run_names_no_patient_anywhere(tmp_path_factory, tmp_path
     assert not [name for name in FORBIDDEN if name in logs]
 
 
+def test_a_deidentified_single_slide_run_names_no_patient_in_its_logs(tmp_path_factory, tmp_path, monkeypatch,
+                                                                     run_log, capfd):
+    from flows.slide import RunSettings, analyse_slide
+
+    monkeypatch.setenv(KEY_ENV, "lab-secret")
+    inbox = make_inbox(tmp_path / "inbox", {"marrow-a": slide_files(tmp_path_factory)["marrow-a"]}, broken=False,
+                       names={"marrow-a": f"{PATIENT}.tiff"})
+    folder = analyse_slide(inbox / f"{PATIENT}.tiff", RunSettings(out_dir=tmp_path / "out", deidentify=True))
+
+    pseudonym = Pseudonyms(b"lab-secret").of(PATIENT)
+    assert folder == tmp_path / "out" / pseudonym
+    logs = run_log.getvalue() + "".join(capfd.readouterr())
+    assert f"{pseudonym}: detected and classified" in logs
+    assert not [name for name in FORBIDDEN if name in logs]
+
+
 def test_the_key_comes_from_the_environment_and_the_pseudonym_is_keyed(tmp_path, monkeypatch):
     monkeypatch.setenv(KEY_ENV, "lab-secret")
     assert load_key(tmp_path) == b"lab-secret" and not (tmp_path / KEY_FILE).exists()
