@@ -89,6 +89,16 @@ def test_serve_help_lists_the_schedule(capsys):
     assert exit_.value.code == 0 and "--cron" in capsys.readouterr().out
 
 
+def test_serve_shares_the_run_options_and_their_checks(capsys):
+    args = build_parser().parse_args(shlex.split(
+        "serve --inbox in --out out --models m --device cpu --detector yolo --deidentify --gpu-slots 2"))
+    assert (args.models, args.device, args.detector, args.deidentify, args.gpu_slots) == (
+        Path("m"), "cpu", "yolo", True, 2)
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(shlex.split("serve --inbox in --out out --gpu-slots 0"))
+    assert exit_.value.code == 2 and "must be at least 1" in capsys.readouterr().err
+
+
 def test_one_inbox_run_analyses_a_new_case_folder_and_skips_what_is_done(tmp_path_factory, tmp_path):
     _, reference, _ = reference_run(tmp_path_factory)
     slides = slide_files(tmp_path_factory)

@@ -77,10 +77,8 @@ def _positive(text: str) -> int:
     return value
 
 
-def add_run_options(p: argparse.ArgumentParser, default_out: Path | None) -> None:
-    """Options shared by ``run``, ``demo`` and ``serve``: where outputs go and how slides are analysed."""
-    p.add_argument("--out", type=Path, required=default_out is None, default=default_out,
-                   help="output folder: one sub-folder per slide, and manifest.csv")
+def add_analysis_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``run``, ``demo`` and ``serve``: how slides are analysed (models, device, detector, names, GPU)."""
     p.add_argument("--models", type=Path, default=None, help="models folder (default: the shipped models/)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
     p.add_argument("--detector", choices=("unet", "yolo"), default="unet", help="nucleated-cell detector")
@@ -89,6 +87,13 @@ def add_run_options(p: argparse.ArgumentParser, default_out: Path | None) -> Non
                         ".bmpipe-deidentify.key) in every output and log line")
     p.add_argument("--gpu-slots", type=_positive, default=1,
                    help="slides allowed in the model stages at once (default 1); the others read and report")
+
+
+def add_run_options(p: argparse.ArgumentParser, default_out: Path | None) -> None:
+    """Options of ``run`` and ``demo``: where outputs go, how slides are analysed and where they run."""
+    p.add_argument("--out", type=Path, required=default_out is None, default=default_out,
+                   help="output folder: one sub-folder per slide, and manifest.csv")
+    add_analysis_options(p)
     p.add_argument("--runner", choices=("threads", "dask"), default="threads",
                    help="run slides on local threads (default) or a Dask cluster")
     p.add_argument("--address", default=None,

@@ -12,7 +12,7 @@ import logging
 import os
 from pathlib import Path
 
-from bmpipe.cli.run import show_progress
+from bmpipe.cli.run import add_analysis_options, show_progress
 
 log = logging.getLogger("bmpipe")
 
@@ -57,9 +57,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cron", default="0 2 * * *", help='when to run, as cron (default "0 2 * * *": 02:00 daily)')
     p.add_argument("--timezone", default=None, help="IANA time zone of --cron (default: $TZ, else UTC)")
     p.add_argument("--once", action="store_true", help="analyse the inbox now and exit, without a schedule")
-    p.add_argument("--models", type=Path, default=None, help="models folder (default: the shipped models/)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
-    p.add_argument("--detector", choices=("unet", "yolo"), default="unet", help="nucleated-cell detector")
-    p.add_argument("--deidentify", action="store_true", help="replace slide names by a keyed hash everywhere")
-    p.add_argument("--gpu-slots", type=int, default=1, help="slides allowed in the model stages at once")
+    add_analysis_options(p)
     p.set_defaults(func=_serve)
