@@ -76,11 +76,6 @@ def _hidden_below(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
-def find_slides(paths: list[Path]) -> list[Path]:
-    """The slide files of ``find_jobs`` (not recursive)."""
-    return [job.path for job in find_jobs(paths)]
-
-
 def write_manifest(outcomes: list[SlideOutcome], out_dir: Path) -> Path:
     path = out_dir / "manifest.csv"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -15,12 +15,12 @@ DEMO_SLIDE = {"cells": 1500, "blast_pct": 8.0, "seed": 2026}
 
 
 def settings_from(args: argparse.Namespace):
+    """The flows' settings from ``run``'s arguments (``demo`` sets those it has no option for)."""
     from flows.slide import RunSettings
 
     return RunSettings(
-        out_dir=args.out, mpp=getattr(args, "mpp", None), regions=getattr(args, "regions", "readable"),
-        models_dir=args.models, device=args.device, detector=args.detector, deidentify=args.deidentify,
-        gpu_slots=args.gpu_slots,
+        out_dir=args.out, mpp=args.mpp, regions=args.regions, models_dir=args.models, device=args.device,
+        detector=args.detector, deidentify=args.deidentify, gpu_slots=args.gpu_slots,
     )
 
 
