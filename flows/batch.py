@@ -26,7 +26,7 @@ from flows import progress
 from flows.deidentify import Pseudonyms, deidentified
 from flows.gpu import set_gpu_slots
 from flows.resume import batch_lock, is_finished, sweep_staging
-from flows.slide import RunSettings, plan_slide, run_slide
+from flows.slide import RunSettings, output_place, plan_slide, run_slide
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,8 @@ def analyse_one(job: SlideJob, settings: RunSettings, label: str) -> SlideOutcom
             log.exception("%s: unexpected error", label)
             error = f"{label}: unexpected error ({type(exc).__name__}: {exc})"
             error = pseudonyms.redact(error) if pseudonyms else error
-        progress.reporter.finished(Path(label).stem, "failed")
+        name, _ = output_place(job.path, settings, pseudonyms, job.subfolder)  # plan.name, with no plan to hand
+        progress.reporter.finished(name, "failed")
         return SlideOutcome(label, "failed", error, time.perf_counter() - start, "")
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from batch_slides import BROKEN, assert_same_results, reference_run, slide_files
+from batch_slides import BROKEN, assert_same_results, make_inbox, reference_run, slide_files
 
 from flows.batch import find_jobs
 
@@ -108,6 +108,34 @@ def test_progress_bar_advances_per_stage_and_finishes(tmp_path):
         assert shown.bars.tasks[0].completed == STAGES.index("detect and classify")
         shown.finished("marrow-a", "done")
     assert shown.bars.tasks[0].completed == len(STAGES) and "marrow-a · done" in shown.bars.tasks[0].description
+
+
+def test_a_slide_failing_in_a_stage_finishes_the_progress_bar_its_stages_opened(tmp_path_factory, tmp_path,
+                                                                             monkeypatch):
+    from flows import progress, slide
+    from flows.batch import SlideJob, analyse_one
+    from flows.slide import RunSettings
+
+    class Shown(progress.Progress):
+        def __init__(self) -> None:
+            self.bars: set[str] = set()
+
+        def stage(self, slide: str, stage: str) -> None:
+            self.bars.add(slide)
+
+        def finished(self, slide: str, status: str) -> None:
+            self.bars.add(slide)
+
+    def bug(*args):
+        raise RuntimeError("a bug in a stage")
+
+    monkeypatch.setattr(slide, "smear_regions", bug)
+    inbox = make_inbox(tmp_path / "inbox", {"marrow-a": slide_files(tmp_path_factory)["marrow-a"]}, broken=False,
+                       names={"marrow-a": "marrow a.tiff"})  # its id, and bar, is marrow_a
+    job, shown = SlideJob(inbox / "marrow a.tiff"), Shown()
+    with progress.showing(shown):
+        outcome = analyse_one.fn(job, RunSettings(out_dir=tmp_path / "out"), str(job.path))
+    assert outcome.status == "failed" and shown.bars == {"marrow_a"}
 
 
 def test_slides_are_generated_once_per_session(tmp_path_factory):
