@@ -17,6 +17,7 @@ from bmpipe.models import load_models
 from bmpipe.nn.cell_classifier import CROP_PX
 from bmpipe.records import Cells
 from bmpipe.report.outputs import (
+    GALLERY_PER_CLASS,
     SlideResult,
     SlideSummary,
     gallery_crops,
@@ -76,7 +77,7 @@ def _analyse_fields(case_dir: Path, settings: RunSettings, pseudonyms: Pseudonym
     if pseudonyms is not None:  # the case folder's name identifies the patient as much as a slide's
         summary = dataclasses.replace(summary, id=pseudonyms.of(case_dir.name), file=pseudonyms.of(case_dir.name))
     cells = Cells.concat(per_field)
-    case_gallery = {code: crops[:8] for code, crops in gallery.items()}
+    case_gallery = {code: crops[:GALLERY_PER_CLASS] for code, crops in gallery.items()}
     result = SlideResult(
         slide=summary,
         smear=None,
