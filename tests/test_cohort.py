@@ -55,3 +55,14 @@ def test_staging_and_broken_folders_are_left_out_without_failing(tmp_path):
 def test_an_empty_folder_gives_an_empty_summary(tmp_path):
     csv_path, html_path = write_cohort_summary(tmp_path)
     assert csv_path.read_text().strip() == "slide" and "0 slides" in html_path.read_text()
+
+
+def test_a_dysplasia_just_below_the_threshold_is_not_flagged(tmp_path):
+    write_slide(tmp_path, "edge", ["BLA"] * 10 + ["NGS"] * 490, dysplasia=[0.0] * 10 + [0.9] * 49 + [0.0] * 441)
+    path = tmp_path / "edge" / "differential.json"
+    data = json.loads(path.read_text())
+    data["dysplasia_pct"]["granulocytic"] = 9.996  # rounds to 10.0 in the table, yet lies below 10%
+    path.write_text(json.dumps(data))
+    csv_path, _ = write_cohort_summary(tmp_path)
+    row = pd.read_csv(csv_path, keep_default_na=False).set_index("slide").loc["edge"]
+    assert row["dysplasia_granulocytic_pct"] == 10.0 and "dysplasia ≥" not in row["flags"]

@@ -71,8 +71,9 @@ def cohort_row(data: dict[str, Any]) -> dict[str, Any]:
     flags = []
     if not row["meets_icsh_minimum"]:
         flags.append("below ICSH minimum")
+    # the unrounded value, as the findings compare it: 9.996% shows as 10.0 yet lies below 10%
     flags += [f"{lineage} dysplasia ≥{threshold}%" for lineage in crit["dysplasia"]["lineages"]
-              if row[f"dysplasia_{lineage}_n"] and row[f"dysplasia_{lineage}_pct"] >= threshold]
+              if row[f"dysplasia_{lineage}_n"] and data["dysplasia_pct"][lineage] >= threshold]
     flags += [f"plasma cells ≥{rule['threshold_pct']}%" for rule in crit["plasma_cells"]
               if data.get("plasma_pct", 0) >= rule["threshold_pct"]]
     borderline = sorted({f["kind"] for f in findings if f.get("borderline") and f.get("kind") != "count"})
