@@ -62,6 +62,11 @@ def blast_range(pct: float) -> dict[str, Any]:
     raise ValueError(f"blast percentage {pct} lies in no range of criteria.yaml")
 
 
+def lowest_named_range(system: str) -> dict[str, Any]:
+    """The lowest blast range ``system`` names a category for: what a percentage below it is "below"."""
+    return next(band for band in load_criteria()["blasts"] if band["category"][system])
+
+
 def _span(band: dict[str, Any]) -> str:
     """How a hematologist writes a range: <5%, 5-9%, 10-19%, ≥20% (thresholds are whole percentages)."""
     if band["high"] is None:
@@ -100,7 +105,7 @@ def blast_findings(pct: float, ci: tuple[float, float]) -> list[Finding]:
         if category:
             text = f"{measured} lies in the {_span(band)} range of {label} {category}."
         else:
-            first = next(b for b in crit["blasts"] if b["category"][system])
+            first = lowest_named_range(system)
             text = (f"{measured} lies in the {_span(band)} range of {label}, below "
                     f"{first['category'][system]} ({_span(first)}).")
         note = (band.get("note") or {}).get(system)

@@ -18,7 +18,7 @@ from typing import Any
 
 import jinja2
 
-from bmpipe.criteria import load_criteria
+from bmpipe.criteria import load_criteria, lowest_named_range
 from bmpipe.report.content import NOTICE
 
 log = logging.getLogger(__name__)
@@ -36,9 +36,8 @@ def _blast_ranges(findings: list[dict[str, Any]], systems: dict[str, str]) -> di
     out = {}
     for f in findings:
         if f.get("kind") == "blasts" and f.get("system") in systems:
-            out[f["system"]] = f.get("category") or "below " + next(
-                b["category"][f["system"]] for b in load_criteria()["blasts"] if b["category"][f["system"]]
-            )
+            system = f["system"]
+            out[system] = f.get("category") or "below " + lowest_named_range(system)["category"][system]
     return out
 
 
@@ -82,9 +81,10 @@ def cohort_row(data: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def read_differentials(out_dir: Path) -> list[dict[str, Any]]:
-    """Every finished slide's ``differential.json`` under ``out_dir`` (hidden staging folders skipped);
-    an unreadable one is logged and left out, so one broken folder never costs the summary."""
+def cohort_rows(out_dir: Path) -> list[tuple[dict[str, Any], str]]:
+    """(row, folder relative to ``out_dir``) of every finished slide's ``differential.json`` under ``out_dir``
+    (hidden staging folders skipped); one that cannot be read or lacks what a row needs is logged and left
+    out, so one broken folder never costs the summary."""
     found = []
     out_dir = Path(out_dir)
     for path in sorted(out_dir.rglob("differential.json")):  # inbox sub-folders give out/<case>/<slide>/
@@ -92,13 +92,11 @@ def read_differentials(out_dir: Path) -> list[dict[str, Any]]:
         if any(part.startswith(".") for part in folder.parts):
             continue
         try:
-            data = json.loads(path.read_text("utf-8"))
-            cohort_row(data)  # checks the keys a row needs
+            row = cohort_row(json.loads(path.read_text("utf-8")))
         except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
             log.warning("%s: left out of the cohort summary (%s)", path, exc)
             continue
-        data["_folder"] = folder.as_posix()
-        found.append(data)
+        found.append((row, folder.as_posix()))
     return found
 
 
@@ -111,14 +109,13 @@ def _write_atomic(path: Path, text: str) -> None:
 def write_cohort_summary(out_dir: Path) -> tuple[Path, Path]:
     """Write ``out_dir/cohort.csv`` and ``out_dir/cohort.html``; return their paths."""
     out_dir = Path(out_dir)
-    differentials = read_differentials(out_dir)
-    rows = [cohort_row(d) for d in differentials]
-    columns = list(rows[0]) if rows else ["slide"]
+    rows = cohort_rows(out_dir)
+    columns = list(rows[0][0]) if rows else ["slide"]
     csv_path, html_path = out_dir / COHORT_CSV, out_dir / COHORT_HTML
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows(row for row, _ in rows)
     _write_atomic(csv_path, buffer.getvalue())
 
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
@@ -126,7 +123,7 @@ def write_cohort_summary(out_dir: Path) -> tuple[Path, Path]:
         resources.files("bmpipe.report").joinpath("templates/cohort.html.j2").read_text("utf-8")
     )
     html = template.render(
-        rows=[(row, d["_folder"]) for row, d in zip(rows, differentials)], notice=NOTICE,
+        rows=rows, notice=NOTICE,
         systems=load_criteria()["systems"], lineages=load_criteria()["dysplasia"]["lineages"],
     )
     _write_atomic(html_path, html)
