@@ -11,7 +11,6 @@ import csv
 import io
 import json
 import logging
-import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import jinja2
 
 from bmpipe.criteria import load_criteria, lowest_named_range
 from bmpipe.report.content import NOTICE
+from bmpipe.report.staging import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +100,6 @@ def cohort_rows(out_dir: Path) -> list[tuple[dict[str, Any], str]]:
     return found
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(text, "utf-8", newline="")
-    os.replace(tmp, path)
-
-
 def write_cohort_summary(out_dir: Path) -> tuple[Path, Path]:
     """Write ``out_dir/cohort.csv`` and ``out_dir/cohort.html``; return their paths."""
     out_dir = Path(out_dir)
@@ -116,7 +110,7 @@ def write_cohort_summary(out_dir: Path) -> tuple[Path, Path]:
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(row for row, _ in rows)
-    _write_atomic(csv_path, buffer.getvalue())
+    write_text_atomic(csv_path, buffer.getvalue())
 
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     template = env.from_string(
@@ -126,6 +120,6 @@ def write_cohort_summary(out_dir: Path) -> tuple[Path, Path]:
         rows=rows, notice=NOTICE,
         systems=load_criteria()["systems"], lineages=load_criteria()["dysplasia"]["lineages"],
     )
-    _write_atomic(html_path, html)
+    write_text_atomic(html_path, html)
     log.info("cohort summary of %d slide(s): %s", len(rows), html_path)
     return csv_path, html_path

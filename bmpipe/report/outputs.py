@@ -144,7 +144,8 @@ def _gallery_items(result: SlideResult) -> dict[str, list[GalleryItem]]:
     return items
 
 
-def _now() -> str:
+def utc_stamp() -> str:
+    """The time of an analysis or a review as its report shows it, to the minute in UTC."""
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
@@ -157,7 +158,7 @@ def report_content(result: SlideResult) -> ReportContent:
         density = density_heatmap(smear.overview, cell_density(smear.zones.shape, xy, smear.scale, smear.mpp))
     return ReportContent(
         slide=result.slide,
-        generated=_now(),
+        generated=utc_stamp(),
         software=f"bmpipe {__version__}",
         models=[m.as_citation() for m in result.models],
         regions_mode=result.regions_mode,

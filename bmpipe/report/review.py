@@ -11,13 +11,13 @@ and marked reviewed, and every label the hematologist gave is added to the run f
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
-import os
 import shutil
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -31,11 +31,12 @@ from bmpipe.report.outputs import (
     GALLERY_DIR,
     GALLERY_PER_CLASS,
     OVERVIEW_FILE,
+    utc_stamp,
     write_reports,
 )
 from bmpipe.report.review_files import REVIEW_COLUMNS
-from bmpipe.report.staging import replacing
-from bmpipe.stages.aggregate import differential
+from bmpipe.report.staging import replacing, write_text_atomic
+from bmpipe.stages.aggregate import Differential, differential
 from bmpipe.taxonomy import load_taxonomy
 
 log = logging.getLogger(__name__)
@@ -119,12 +120,11 @@ def update_corrections_list(run_dir: Path, folder: Path, slide: str, corrections
     if no_crop:
         log.warning("%s: %d corrected cell(s) have no crop (e.g. cell %d): their labels count in the differential "
                     "but cannot be added to the retraining list", folder, len(no_crop), no_crop[0])
-    tmp = list_path.with_suffix(".csv.part")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "label"])
-        writer.writerows(kept + added)
-    os.replace(tmp, list_path)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["path", "label"])
+    writer.writerows(kept + added)
+    write_text_atomic(list_path, buffer.getvalue())
     return list_path
 
 
@@ -169,16 +169,14 @@ def reviewed_gallery(folder: Path, cells: Cells) -> dict[str, list[GalleryItem]]
 
 
 def rewrite_reviewed(
-    folder: Path, cells: Cells, frame: pd.DataFrame, corrected: dict[int, str], n_reviewed: int, note: str
+    folder: Path, data: dict[str, Any], diff: Differential, cells: Cells, frame: pd.DataFrame,
+    corrected: dict[int, str], note: str,
 ) -> Path:
-    """Rewrite ``folder`` (atomically) with the differential of the reviewed ``cells``.
+    """Rewrite ``folder`` (atomically) with ``diff``, the differential of the reviewed ``cells``; ``data`` is
+    the folder's ``differential.json`` as the analysis wrote it, for what a review does not change.
 
     ``cells.parquet`` keeps the model's ``label`` and gains ``corrected_label`` ("" where not corrected), so
     that importing a review again starts from the predictions."""
-    data = json.loads((folder / "differential.json").read_text("utf-8"))
-    diff = differential(cells, data["slide"])
-    diff.reviewed, diff.n_reviewed = True, n_reviewed
-    diff.n_corrected = sum(label != str(frame["label"].iat[i]) for i, label in corrected.items())
     summary = data.get("slide_summary") or {}
     summary["dimensions"] = tuple(summary.get("dimensions", (0, 0)))
     content = ReportContent(
@@ -220,13 +218,14 @@ def import_review(folder: Path, review: Path | None = None) -> Path:
     n_reviewed, corrections = read_review(review, len(frame))
     cells = apply_corrections(frame, corrections)
     corrected = {c.cell_id: c.label for c in corrections}
-    n_changed = sum(label != str(frame["label"].iat[i]) for i, label in corrected.items())
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    note = (f"Reviewed {stamp}: {n_reviewed} cells listed in {review.name} were offered for review, "
-            f"{len(corrections)} labelled by a hematologist and {n_changed} of those relabelled; the differential "
-            "below counts the corrected labels.")
-    rewrite_reviewed(folder, cells, frame, corrected, n_reviewed, note)
-    slide = json.loads((folder / "differential.json").read_text("utf-8"))["slide"]
-    update_corrections_list(folder.parent, folder, slide, corrections)
-    log.info("%s: %d labels imported from %s, %d changed", folder, len(corrections), review, n_changed)
+    data = json.loads((folder / "differential.json").read_text("utf-8"))
+    diff = differential(cells, data["slide"])
+    diff.reviewed, diff.n_reviewed = True, n_reviewed
+    diff.n_corrected = sum(label != str(frame["label"].iat[i]) for i, label in corrected.items())
+    note = (f"Reviewed {utc_stamp()}: {n_reviewed} cells listed in {review.name} were offered for review, "
+            f"{len(corrections)} labelled by a hematologist and {diff.n_corrected} of those relabelled; the "
+            "differential below counts the corrected labels.")
+    rewrite_reviewed(folder, data, diff, cells, frame, corrected, note)
+    update_corrections_list(folder.parent, folder, data["slide"], corrections)
+    log.info("%s: %d labels imported from %s, %d changed", folder, len(corrections), review, diff.n_corrected)
     return folder

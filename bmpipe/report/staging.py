@@ -1,4 +1,5 @@
 """Output folders written all or nothing: into a hidden staging folder, renamed into place when complete.
+(:func:`write_text_atomic` does the same for a single file that lives outside a slide's folder.)
 
 Every writer of a slide's folder (the first report, a rewrite after review, the flows' finished run) goes
 through :func:`replacing`, so a run killed at any point leaves the previous folder or the new complete one,
@@ -16,6 +17,15 @@ from pathlib import Path
 
 #: Staging folders are hidden and end in ``.partial``: never mistaken for a finished slide.
 STAGING_SUFFIX = ".partial"
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write one text file through a hidden temporary beside it, renamed into place: a reader (a spreadsheet,
+    the next run) sees the old file or the new one, never half of it. ``text`` is written as given (no
+    newline translation), so a CSV keeps the line endings its writer chose."""
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(text, "utf-8", newline="")
+    os.replace(tmp, path)
 
 
 def staging_dir(final: Path) -> Path:
