@@ -50,8 +50,13 @@ def fmt_pct_within(pct: float, low: float, high: float | None) -> str:
     return f"{math.floor(pct * 1000) / 1000:.3f}"
 
 
+def ci_range(ci: tuple[float, float]) -> str:
+    """An interval as a table column headed "95% CI" shows it, e.g. "11.2-13.7"; :func:`ci_text` in prose."""
+    return f"{fmt_pct(ci[0])}-{fmt_pct(ci[1])}"
+
+
 def ci_text(ci: tuple[float, float]) -> str:
-    return f"95% CI {fmt_pct(ci[0])}-{fmt_pct(ci[1])}"
+    return f"95% CI {ci_range(ci)}"
 
 
 def blast_range(pct: float) -> dict[str, Any]:

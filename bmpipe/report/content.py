@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import Any
 
-from bmpipe.criteria import fmt_pct
+from bmpipe.criteria import ci_range, ci_text, fmt_pct
 from bmpipe.report.figures import class_bar_chart
 from bmpipe.slide import Slide
 from bmpipe.stages.aggregate import Differential
@@ -57,12 +57,8 @@ class GalleryItem:
     caption: str = ""
 
 
-def ci_range(ci: tuple[float, float] | None) -> str:
-    return f"{fmt_pct(ci[0])}-{fmt_pct(ci[1])}" if ci is not None else ""
-
-
 def pct_with_ci(pct: float, ci: tuple[float, float]) -> str:
-    return f"{fmt_pct(pct)}% (95% CI {ci_range(ci)})"
+    return f"{fmt_pct(pct)}% ({ci_text(ci)})"
 
 
 def tile_counts(tiles: Any) -> dict[str, int]:
@@ -110,7 +106,7 @@ class ReportContent:
         diff = self.diff
         return [
             {"group": g, "count": k, "pct": fmt_pct(diff.group_percent[g]),
-             "ci": ci_range(diff.group_percent_ci95.get(g))}
+             "ci": ci_range(diff.group_percent_ci95[g]) if g in diff.group_percent_ci95 else ""}
             for g, k in diff.group_counts.items()
         ]
 

@@ -104,11 +104,12 @@ def _story(c: ReportContent) -> list:
 
     story.append(_p("Differential", s["h2"]))
     rows = [["Class", "Code", "Group", "Count", "%", "95% CI"]]
-    rows += [[r["name"], r["code"], r["group"], r["count"], r["pct"], r["ci"]] for r in c.differential_rows()]
+    classes = c.differential_rows()
+    rows += [[r["name"], r["code"], r["group"], r["count"], r["pct"], r["ci"]] for r in classes]
     table = _table(rows, [0.3 * WIDTH, 0.1 * WIDTH, 0.22 * WIDTH, 0.1 * WIDTH, 0.12 * WIDTH, 0.16 * WIDTH])
     table.setStyle(TableStyle([("ALIGN", (3, 0), (-1, -1), "RIGHT")] + [
         ("TEXTCOLOR", (1, i), (1, i), colors.Color(*(v / 255 for v in r["rgb"])))
-        for i, r in enumerate(c.differential_rows(), start=1)
+        for i, r in enumerate(classes, start=1)
     ]))
     story.append(table)
     story.append(_p("BMSNet groups", s["h3"]))
