@@ -37,14 +37,13 @@ from bmpipe.report.figures import (
 from bmpipe.report.geojson import cells_geojson
 from bmpipe.report.html import image_suffix, render_html
 from bmpipe.report.pdf import write_pdf
-from bmpipe.report.review_files import write_review_files
+from bmpipe.report.review_files import pick_per_class, write_review_files
 from bmpipe.report.staging import replacing
 from bmpipe.resolution import Mpp
 from bmpipe.slide import Slide
 from bmpipe.stages.aggregate import Differential
 from bmpipe.stages.detect import TileStats
 from bmpipe.stages.regions import SmearMap
-from bmpipe.taxonomy import load_taxonomy
 
 __all__ = [
     "SlideResult",
@@ -97,16 +96,11 @@ class SlideResult:
 def gallery_crops(slide: Slide, cells: Cells, per_class: int = GALLERY_PER_CLASS, seed: int = 0) -> dict[str, list[bytes]]:
     """Up to ``per_class`` JPEG crops of each predicted class, the most confident first then a random few
     (JPEG: photographs, and a report of ~20 classes stays a few hundred kB)."""
-    rng = np.random.default_rng(seed)
     half = GALLERY_PX / 2 * slide.mpp.factor_to(GALLERY_MPP)
+    most_sure = lambda idx: idx[np.argsort(-cells.label_score[idx])]
     out: dict[str, list[bytes]] = {}
-    for code in load_taxonomy().codes:
-        idx = np.flatnonzero(cells.label == code)
-        if len(idx) == 0:
-            continue
-        top = idx[np.argsort(-cells.label_score[idx])][: per_class // 2]
-        rest = np.setdiff1d(idx, top)
-        pick = np.concatenate([top, rng.permutation(rest)[: per_class - len(top)]])
+    for code, top, sample in pick_per_class(cells, per_class, seed, most_sure):
+        pick = np.concatenate([top, sample])
         crops = slide.read_regions(cells.x[pick] - half, cells.y[pick] - half, GALLERY_PX, GALLERY_PX, GALLERY_MPP)
         out[code] = [jpeg_bytes(crop, quality=90) for crop in crops]
     return out

@@ -8,6 +8,7 @@ written as ``crops/<predicted class>/<cell id>.jpg``; ``bmpipe.report.review`` r
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,18 +28,28 @@ REVIEW_PX = 128
 REVIEW_COLUMNS = ("cell_id", "crop_path", "predicted_class", "score", "corrected_class", "x", "y")
 
 
-def select_for_review(cells: Cells, per_class: int = REVIEW_PER_CLASS, seed: int = 0) -> np.ndarray:
-    """Rows offered for review, per predicted class the least confident half then a random half."""
+def pick_per_class(
+    cells: Cells, per_class: int, seed: int, ranked: Callable[[np.ndarray], np.ndarray]
+) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """Per predicted class in taxonomy order: its code, the first ``per_class // 2`` of its rows as
+    ``ranked`` orders them, and a random sample of its other rows (``per_class`` in all). The review file and
+    the gallery both pick so: ranked cells show what matters, the sample what ranking alone would miss. One
+    generator draws for every class, so a seed gives one choice for the whole slide."""
     rng = np.random.default_rng(seed)
     labels = cells.label.astype(str)
-    chosen = []
     for code in load_taxonomy().codes:
         idx = np.flatnonzero(labels == code)
         if len(idx) == 0:
             continue
-        unsure = idx[np.argsort(cells.label_score[idx], kind="stable")][: per_class // 2]
-        rest = np.setdiff1d(idx, unsure)
-        chosen += [unsure, np.sort(rng.permutation(rest)[: per_class - len(unsure)])]
+        head = ranked(idx)[: per_class // 2]
+        yield code, head, rng.permutation(np.setdiff1d(idx, head))[: per_class - len(head)]
+
+
+def select_for_review(cells: Cells, per_class: int = REVIEW_PER_CLASS, seed: int = 0) -> np.ndarray:
+    """Rows offered for review, per predicted class the least confident half then a random half."""
+    least_sure = lambda idx: idx[np.argsort(cells.label_score[idx], kind="stable")]
+    chosen = [part for _, unsure, sample in pick_per_class(cells, per_class, seed, least_sure)
+              for part in (unsure, np.sort(sample))]
     return np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
 
 
