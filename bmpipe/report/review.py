@@ -150,20 +150,21 @@ def reviewed_gallery(folder: Path, cells: Cells) -> dict[str, list[GalleryItem]]
     """After review: the reviewed crops under their confirmed classes, the relabelled ones first; without
     review crops, the gallery of the analysis."""
     review = pd.read_csv(folder / "review.csv", dtype=str, keep_default_na=False)
-    gallery: dict[str, list[GalleryItem]] = {}
+    gallery: dict[str, list[tuple[bool, GalleryItem]]] = {}  # (kept its predicted class, crop)
     for _, row in review.iterrows():
         path = folder / row["crop_path"] if row["crop_path"] else None
         if path is None or not path.is_file():
             continue
         cell = int(row["cell_id"])
         label = str(cells.label[cell])
-        caption = f"cell {cell}" + (f", predicted {row['predicted_class']}" if label != row["predicted_class"] else "")
-        gallery.setdefault(label, []).append(GalleryItem(path.read_bytes(), None, caption))
+        kept = label == row["predicted_class"]
+        caption = f"cell {cell}" + ("" if kept else f", predicted {row['predicted_class']}")
+        gallery.setdefault(label, []).append((kept, GalleryItem(path.read_bytes(), None, caption)))
     if not gallery:
         return saved_gallery(folder / GALLERY_DIR)
     order = {code: i for i, code in enumerate(load_taxonomy().codes)}
     return {
-        code: sorted(items, key=lambda it: "predicted" not in it.caption)[:GALLERY_PER_CLASS]
+        code: [item for _, item in sorted(items, key=lambda kept_item: kept_item[0])][:GALLERY_PER_CLASS]
         for code, items in sorted(gallery.items(), key=lambda kv: order[kv[0]])
     }
 
