@@ -10,6 +10,7 @@ import torch
 
 from bmpipe.errors import ModelError
 from bmpipe.evaluation.classifier import PBC_GROUP_OF_CODE
+from bmpipe.imaging.image_files import read_rgb
 from bmpipe.nn.cell_classifier import (
     CLASSIFIER_MPP,
     CROP_PX,
@@ -17,7 +18,6 @@ from bmpipe.nn.cell_classifier import (
     CellNet,
     crop_centred,
     default_config,
-    read_rgb,
     resample,
     rotate_batch,
 )

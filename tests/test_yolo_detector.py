@@ -13,6 +13,7 @@ import yaml
 from bmpipe.errors import ModelError
 from bmpipe.evaluation.detector import box_scores, detect_image, instance_boxes
 from bmpipe.imaging.boxes import iou_matrix
+from bmpipe.imaging.image_files import read_rgb
 from bmpipe.nn.weights import default_models_dir, save_model
 from bmpipe.nn.yolo_detector import DEFAULT_CONFIG, NAME, YoloDetector, build_network
 from bmpipe.phantom import write_fields
@@ -20,7 +21,6 @@ from bmpipe.resolution import Mpp
 from bmpipe.slide import open_slide
 from bmpipe.stages.detect import OVERLAP_UM, detect_cells
 from bmpipe.stages.regions import whole_field
-from bmpipe.train import detector_data as dd
 from bmpipe.train.yolo import oversampled
 
 torch.set_num_threads(2)
@@ -70,7 +70,7 @@ def test_tampered_weights_are_refused(tmp_path: Path) -> None:
 def test_shipped_weights_find_the_cells_of_a_phantom_field(field: tuple[Path, np.ndarray]) -> None:
     detector = shipped()
     path, truth = field
-    boxes, scores = detect_image(detector, dd.read_rgb(path), Mpp(0.1))
+    boxes, scores = detect_image(detector, read_rgb(path), Mpp(0.1))
     found = box_scores([(truth, boxes, scores)])
     assert found["recall"] >= 0.8 and found["precision"] >= 0.8, found
 

@@ -26,6 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 from bmpipe.imaging.boxes import iou_matrix
+from bmpipe.imaging.image_files import read_rgb
 from bmpipe.resolution import Mpp
 from bmpipe.stages.detect import Detector
 from bmpipe.train import detector_data as dd
@@ -135,7 +136,7 @@ def bccd_val_fields(seed: int) -> list[Field]:
 def segpc_val_fields(seed: int) -> list[Field]:
     masks = DATASETS["segpc"].path / "masks"
     return [
-        Field(p, dd.segpc_mpp(dd.read_rgb(p)), truth_mask=lambda m=masks / p.name: dd.binary_mask(m))
+        Field(p, dd.segpc_mpp(read_rgb(p)), truth_mask=lambda m=masks / p.name: dd.binary_mask(m))
         for p in dd.segpc_fields(seed)["val"]
     ]
 
@@ -160,7 +161,7 @@ def evaluate(detector: Detector, fields: list[Field], csv_path: Path | None = No
     """Scores of the detector on ``fields`` (box AP50/recall/precision, or centre recall on masks)."""
     dets = []
     for f in fields:
-        boxes, scores = detect_image(detector, dd.read_rgb(f.path), f.mpp)
+        boxes, scores = detect_image(detector, read_rgb(f.path), f.mpp)
         dets.append((f.path.name, boxes, scores))
     if csv_path is not None:
         write_detections(csv_path, dets)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bmpipe.errors import InputError, ModelError
+from bmpipe.imaging.image_files import read_rgb
 from bmpipe.nn.fusion import fuse_batchnorm
 from bmpipe.nn.weights import ModelRecord, default_models_dir, load_weights
 from bmpipe.resolution import Mpp
@@ -137,14 +138,6 @@ def rotate_batch(x: torch.Tensor, angles_deg: torch.Tensor) -> torch.Tensor:
     theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """An image file as RGB uint8 (grey and 16-bit images converted, alpha dropped)."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise InputError(path, "not a readable image (JPEG, PNG, TIFF or BMP expected)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def image_mpp(path: Path, given: Mpp | None) -> Mpp:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from scipy import ndimage as ndi
 
 from bmpipe.errors import InputError
+from bmpipe.imaging.image_files import read_rgb
 from bmpipe.nn.cell_classifier import (
     CLASSIFIER_MPP,
     CROP_PX,
@@ -31,7 +32,6 @@ from bmpipe.nn.cell_classifier import (
     GRANULE_CODES,
     crop_centred,
     image_mpp,
-    read_rgb,
     resample,
 )
 from bmpipe.resolution import Mpp

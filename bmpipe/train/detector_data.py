@@ -29,6 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 from bmpipe.errors import InputError
+from bmpipe.imaging.image_files import read_rgb
 from bmpipe.nn.unet_detector import DETECTOR_MPP
 from bmpipe.resolution import Mpp
 from bmpipe.slide import images_in
@@ -62,13 +63,6 @@ class Sample:
     marker: np.ndarray  # (H, W) float32 in [0, 1]: distance to the cell's edge / its largest value
     fg_weight: np.ndarray  # (H, W) uint8: 0 where the foreground truth is unknown
     marker_weight: np.ndarray  # (H, W) uint8: 0 where the marker truth is unknown
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise InputError(path, "not a readable image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def resize(image: np.ndarray, scale: float, nearest: bool = False) -> np.ndarray:

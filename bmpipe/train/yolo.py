@@ -29,6 +29,7 @@ import torch
 import yaml
 from scipy import ndimage
 
+from bmpipe.imaging.image_files import read_rgb
 from bmpipe.nn.weights import ModelRecord, default_models_dir, load_weights, save_model
 from bmpipe.nn.yolo_detector import DEFAULT_CONFIG, DETECTOR_MPP, NAME, build_network
 from bmpipe.resolution import Mpp
@@ -138,7 +139,7 @@ def box_fields(paths_boxes: Iterator[tuple[Path, Mpp, np.ndarray]]) -> Iterator[
     """(name, image, boxes) resampled to the detector's µm/px from files with boxes in file pixels."""
     for path, mpp, boxes in paths_boxes:
         scale = 1.0 / mpp.factor_to(DETECTOR_MPP)
-        yield path.stem, dd.resize(dd.read_rgb(path), scale), boxes * scale
+        yield path.stem, dd.resize(read_rgb(path), scale), boxes * scale
 
 
 def txl_pbc_boxes(split: str) -> Iterator[tuple[Path, Mpp, np.ndarray]]:
@@ -161,7 +162,7 @@ def segpc_canvases(paths: list[Path], size: int) -> Iterator[Canvas]:
     masks = DATASETS["segpc"].path / "masks"
     min_px = 15.0 / DETECTOR_MPP.um_per_px**2
     for path in paths:
-        raw = dd.read_rgb(path)
+        raw = read_rgb(path)
         scale = 1.0 / dd.segpc_mpp(raw).factor_to(DETECTOR_MPP)
         image = dd.resize(raw, scale)
         mask = dd.resize(dd.binary_mask(masks / path.name).astype(np.float32), scale) > 0.5
@@ -209,7 +210,7 @@ def phantom_canvases(work: Path, n: int, seed: int, size: int) -> Iterator[Canva
     scale = 1.0 / PHANTOM_MPP.factor_to(DETECTOR_MPP)
     for path in images_in(folder / "images"):
         inst, _ = dd.read_instances(folder / "masks" / f"{path.stem}.png")
-        image = dd.resize(dd.read_rgb(path), scale)
+        image = dd.resize(read_rgb(path), scale)
         small = dd.resize(inst, scale, nearest=True)
         yield from _crops(path.stem, "phantom", image, _boxes_of(small, 1.0), size)
 
