@@ -20,6 +20,7 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -167,14 +168,15 @@ def segpc_canvases(paths: list[Path], size: int) -> Iterator[Canvas]:
         image = dd.resize(raw, scale)
         mask = dd.resize(dd.binary_mask(masks / path.name).astype(np.float32), scale) > 0.5
         inst, _ = ndimage.label(mask)
-        hide = dd.unlabelled_cells(image, inst, DETECTOR_MPP) | dd.merged_blobs(inst)
+        merged = dd.merged_blobs(inst)
+        hide = dd.unlabelled_cells(image, inst, DETECTOR_MPP) | merged
         hide = cv2.dilate(hide.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
         if hide.any():
             plain = ~hide & ~dd.nuclear_stain(image) & (inst == 0)
             colour = np.median(image[plain], axis=0) if plain.any() else _fill_colour(image)
             soft = cv2.GaussianBlur(hide.astype(np.float32), (0, 0), 1.5)[..., None]
             image = (image * (1 - soft) + colour * soft).astype(np.uint8)
-        inst[dd.merged_blobs(inst)] = 0
+        inst[merged] = 0
         yield from _crops(path.stem, "segpc", image, _boxes_of(inst, min_px), size)
 
 
@@ -246,9 +248,8 @@ def build_dataset(work: Path, s: YoloSettings, size: int) -> tuple[Path, dict[st
         segpc_canvases(dd.segpc_fields(s.seed)["train"], size),
         phantom_canvases(work, s.phantom_fields, s.seed, size),
     ))
-    val_txl = list(txl_pbc_boxes("val"))[:200]
     val = write_split(root, "val", _chain(
-        packed(box_fields(iter(val_txl)), "txl_pbc", size, rng),
+        packed(box_fields(islice(txl_pbc_boxes("val"), 200)), "txl_pbc", size, rng),
         phantom_canvases(work, 20, s.seed + 2000, size),
     ))
     counts = {"train": train, "val": val}
