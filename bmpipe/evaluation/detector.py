@@ -114,22 +114,16 @@ class Field:
 
 
 def txl_val_fields(single_mpp: bool = False) -> list[Field]:
-    root = DATASETS["txl_pbc"].path
-    out = []
-    for p in dd.images_in(root / "images" / "val"):
-        h, w = cv2.imread(str(p)).shape[:2]
-        mpp = DATASETS["txl_pbc"].mpp if single_mpp else dd.txl_pbc_mpp((h, w))
-        label = root / "labels" / "val" / f"{p.stem}.txt"
-        out.append(Field(p, mpp, truth_boxes=lambda label=label, w=w, h=h: dd.yolo_boxes(label, w, h)))
-    return out
+    return [
+        Field(p, DATASETS["txl_pbc"].mpp if single_mpp else mpp, truth_boxes=lambda b=boxes: b)
+        for p, mpp, boxes in dd.txl_pbc_boxes("val")
+    ]
 
 
 def bccd_val_fields(seed: int) -> list[Field]:
-    ann = DATASETS["bccd"].path / "Annotations"
     return [
-        Field(p, DATASETS["bccd"].mpp,
-              truth_boxes=lambda x=ann / f"{p.stem}.xml": dd.voc_boxes(x) + np.array([0, 0, 1.0, 1.0]))
-        for p in dd.bccd_fields(seed)["val"]
+        Field(p, mpp, truth_boxes=lambda b=boxes: b)
+        for p, mpp, boxes in dd.bccd_boxes(dd.bccd_fields(seed)["val"])
     ]
 
 
@@ -150,11 +144,7 @@ def phantom_val_fields(folder: Path, mpp: Mpp) -> list[Field]:
 
 def instance_boxes(mask_path: Path) -> np.ndarray:
     """Bounding boxes (x1/y1 exclusive) of the nucleated-cell instances in a phantom mask."""
-    inst, _ = dd.read_instances(mask_path)
-    slices = ndimage.find_objects(inst)
-    return np.array(
-        [[s[1].start, s[0].start, s[1].stop, s[0].stop] for s in slices if s is not None], np.float64
-    ).reshape(-1, 4)
+    return dd.instance_boxes(dd.read_instances(mask_path)[0])
 
 
 def evaluate(detector: Detector, fields: list[Field], csv_path: Path | None = None) -> dict[str, float]:
@@ -168,19 +158,6 @@ def evaluate(detector: Detector, fields: list[Field], csv_path: Path | None = No
     if fields and fields[0].truth_mask is not None:
         return centre_recall([f.truth_mask() for f in fields], [d[1] for d in dets])
     return box_scores((f.truth_boxes(), d[1], d[2]) for f, d in zip(fields, dets))
-
-
-def phantom_folder(work: Path, n: int, seed: int, size_px: int) -> Path:
-    """``n`` phantom marrow fields at 0.1 µm/px written once under ``work`` (reused when already there)."""
-    from bmpipe.phantom import write_fields
-
-    folder = work / f"phantom-n{n}-s{seed}-{size_px}px"
-    if not (folder / "done").exists():
-        t = time.monotonic()
-        write_fields(folder, n, seed, size=(size_px, size_px), mpp=Mpp(0.1))
-        (folder / "done").write_text("ok\n")
-        log.info("wrote %d phantom fields in %.0f s", n, time.monotonic() - t)
-    return folder
 
 
 def throughput(detector: Detector, batch: int = 4, repeats: int = 3) -> float:
@@ -203,7 +180,8 @@ def throughput(detector: Detector, batch: int = 4, repeats: int = 3) -> float:
 def validation(
     detector: Detector, seed: int, work: Path, phantom: Path | None
 ) -> dict[str, dict[str, float]]:
-    """Scores on every held-out set; detections are kept as CSVs in ``work`` for the reference scorer."""
+    """Scores on every held-out set, ``phantom`` a folder of phantom fields at ``PHANTOM_VAL["mpp"]``;
+    detections are kept as CSVs in ``work`` for the reference scorer."""
     metrics = {
         "txl_pbc": evaluate(detector, txl_val_fields(), work / "txl_pbc_val.csv"),
         f"txl_pbc@{DATASETS['txl_pbc'].mpp.um_per_px:g}": evaluate(
@@ -213,7 +191,8 @@ def validation(
         "segpc": evaluate(detector, segpc_val_fields(seed), work / "segpc_val.csv"),
     }
     if phantom is not None:
-        metrics["phantom"] = evaluate(detector, phantom_val_fields(phantom, Mpp(0.1)), work / "phantom_val.csv")
+        fields = phantom_val_fields(phantom, PHANTOM_VAL["mpp"])
+        metrics["phantom"] = evaluate(detector, fields, work / "phantom_val.csv")
     for name, m in metrics.items():
         log.info("validation %s: %s", name, {k: round(v, 3) if isinstance(v, float) else v for k, v in m.items()})
     return metrics
@@ -263,7 +242,7 @@ def border_check(detector: Detector, work: Path) -> dict[str, float]:
 # --- the benchmark -----------------------------------------------------------------------------------------
 
 #: Phantom validation fields: the U-Net trainer's (1024 px at 0.1 µm/px, seed 1000), never trained on.
-PHANTOM_VAL = {"n": 30, "seed": 1000, "size_px": 1024}
+PHANTOM_VAL = {"n": 30, "seed": 1000, "size_px": 1024, "mpp": Mpp(0.1)}
 
 #: (figure, set, key, target, higher is better) printed by ``bmpipe evaluate detector``.
 TARGETS = (
@@ -281,7 +260,7 @@ TARGETS = (
 def benchmark(detector: Detector, work: Path, seed: int = 0, slide: bool = True) -> dict[str, dict[str, float]]:
     """Every held-out score of ``detector`` (see :func:`validation`), plus the phantom-slide border check."""
     work.mkdir(parents=True, exist_ok=True)
-    metrics = validation(detector, seed, work, phantom_folder(work, **PHANTOM_VAL))
+    metrics = validation(detector, seed, work, dd.phantom_folder(work, **PHANTOM_VAL))
     if slide:
         metrics["slide"] = border_check(detector, work)
         log.info("phantom slide: %s", metrics["slide"])

@@ -19,6 +19,8 @@ written beside each value.
 
 from __future__ import annotations
 
+import logging
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +36,8 @@ from bmpipe.nn.unet_detector import DETECTOR_MPP
 from bmpipe.resolution import Mpp
 from bmpipe.slide import images_in
 from bmpipe.train.datasets import DATASETS
+
+log = logging.getLogger(__name__)
 
 #: TXL-PBC merges four sources with different optics; their fields differ in size. µm/px per (height, width):
 #: median equivalent diameter of isolated round red cells (Otsu on green, solidity > 0.95, aspect < 1.2,
@@ -164,6 +168,16 @@ def sample_from_instances(
     return Sample(name, source, image, fg, marker_of(instances), fg_weight, marker_weight)
 
 
+def instance_boxes(instances: np.ndarray, min_px: float = 0.0) -> np.ndarray:
+    """Bounding boxes (x0, y0, x1, y1; x1/y1 exclusive) of the instances of at least ``min_px`` pixels."""
+    n = int(instances.max())
+    area = np.bincount(instances.ravel(), minlength=n + 1)
+    rows = [[s[1].start, s[0].start, s[1].stop, s[0].stop]
+            for i, s in enumerate(ndimage.find_objects(instances, max_label=n), start=1)
+            if s is not None and area[i] >= min_px]
+    return np.array(rows, np.float64).reshape(-1, 4)
+
+
 def ellipses(shape: tuple[int, int], boxes: np.ndarray) -> np.ndarray:
     """Instance map of the ellipses inscribed in ``boxes`` (x0, y0, x1, y1), larger ones drawn first so a
     small cell overlapping a large one keeps its own pixels."""
@@ -206,12 +220,18 @@ def yolo_boxes(label: Path, width: int, height: int, cls: int = 0) -> np.ndarray
     return np.array(rows, np.float64).reshape(-1, 4)
 
 
-def txl_pbc_samples(split: str) -> Iterator[Sample]:
+def txl_pbc_boxes(split: str) -> Iterator[tuple[Path, Mpp, np.ndarray]]:
+    """(file, µm/px, white-cell boxes in file pixels) of every TXL-PBC field of ``split``: what the U-Net
+    and YOLO trainers and the evaluation all read it as."""
     root = DATASETS["txl_pbc"].path
     for path in images_in(root / "images" / split):
         h, w = cv2.imread(str(path)).shape[:2]
-        boxes = yolo_boxes(root / "labels" / split / f"{path.stem}.txt", w, h)
-        yield sample_from_boxes(path.stem, "txl_pbc", path, txl_pbc_mpp((h, w)), boxes)
+        yield path, txl_pbc_mpp((h, w)), yolo_boxes(root / "labels" / split / f"{path.stem}.txt", w, h)
+
+
+def txl_pbc_samples(split: str) -> Iterator[Sample]:
+    for path, mpp, boxes in txl_pbc_boxes(split):
+        yield sample_from_boxes(path.stem, "txl_pbc", path, mpp, boxes)
 
 
 # --- BCCD --------------------------------------------------------------------------------------------------
@@ -251,12 +271,19 @@ def voc_boxes(xml: Path, name: str = "WBC") -> np.ndarray:
     return np.array(rows, np.float64).reshape(-1, 4)
 
 
-def bccd_samples(paths: list[Path]) -> Iterator[Sample]:
-    root = DATASETS["bccd"].path
+def bccd_boxes(paths: list[Path]) -> Iterator[tuple[Path, Mpp, np.ndarray]]:
+    """(file, µm/px, white-cell boxes in file pixels) of BCCD fields, as the trainers and the evaluation
+    read them."""
+    ann = DATASETS["bccd"].path / "Annotations"
     for path in paths:
-        boxes = voc_boxes(root / "Annotations" / f"{path.stem}.xml")
+        boxes = voc_boxes(ann / f"{path.stem}.xml")
         boxes[:, 2:] += 1.0  # VOC corners are inclusive pixel indices
-        yield sample_from_boxes(path.stem, "bccd", path, DATASETS["bccd"].mpp, boxes)
+        yield path, DATASETS["bccd"].mpp, boxes
+
+
+def bccd_samples(paths: list[Path]) -> Iterator[Sample]:
+    for path, mpp, boxes in bccd_boxes(paths):
+        yield sample_from_boxes(path.stem, "bccd", path, mpp, boxes)
 
 
 # --- SegPC -------------------------------------------------------------------------------------------------
@@ -292,7 +319,9 @@ def binary_mask(path: Path) -> np.ndarray:
     return mask > 127
 
 
-def segpc_samples(paths: list[Path]) -> Iterator[Sample]:
+def segpc_instances(paths: list[Path]) -> Iterator[tuple[Path, np.ndarray, np.ndarray]]:
+    """(file, field, plasma-cell instances) of SegPC fields at the detector's µm/px, for the U-Net and YOLO
+    trainers alike. Instances are the mask's blobs, so touching cells may share one."""
     masks = DATASETS["segpc"].path / "masks"
     for path in paths:
         raw = read_rgb(path)
@@ -300,6 +329,11 @@ def segpc_samples(paths: list[Path]) -> Iterator[Sample]:
         image = resize(raw, scale)
         mask = resize(binary_mask(masks / path.name).astype(np.float32), scale) > 0.5
         inst, _ = ndimage.label(mask)
+        yield path, image, inst
+
+
+def segpc_samples(paths: list[Path]) -> Iterator[Sample]:
+    for path, image, inst in segpc_instances(paths):
         yield sample_from_instances(path.stem, "segpc", image, inst, partial=True, merged=True)
 
 
@@ -320,8 +354,12 @@ def read_instances(path: Path) -> tuple[np.ndarray, bool]:
     return mask.astype(np.int32), True
 
 
-def folder_samples(images: Path, masks: Path, mpp: Mpp, source: str) -> Iterator[Sample]:
-    """Samples from an image folder and a mask folder holding a mask of the same stem for each image."""
+def folder_instances(
+    images: Path, masks: Path, mpp: Mpp
+) -> Iterator[tuple[Path, np.ndarray, np.ndarray, bool]]:
+    """(file, field, instances, whether they are exact) at the detector's µm/px from an image folder and a
+    mask folder holding a mask of the same stem for each image; the U-Net and YOLO trainers both read phantom
+    fields through it."""
     mask_by_stem = {p.stem: p for p in images_in(masks)}
     scale = 1.0 / mpp.factor_to(DETECTOR_MPP)
     for path in images_in(images):
@@ -329,8 +367,28 @@ def folder_samples(images: Path, masks: Path, mpp: Mpp, source: str) -> Iterator
             raise InputError(path, f"has no mask of the same name in {masks}")
         inst, exact = read_instances(mask_by_stem[path.stem])
         image = resize(read_rgb(path), scale)
-        small = resize(inst, scale, nearest=True)
-        yield sample_from_instances(path.stem, source, image, small, merged=not exact)
+        yield path, image, resize(inst, scale, nearest=True), exact
+
+
+def folder_samples(images: Path, masks: Path, mpp: Mpp, source: str) -> Iterator[Sample]:
+    """Samples from an image folder and a mask folder holding a mask of the same stem for each image."""
+    for path, image, inst, exact in folder_instances(images, masks, mpp):
+        yield sample_from_instances(path.stem, source, image, inst, merged=not exact)
+
+
+def phantom_folder(work: Path, n: int, seed: int, size_px: int, mpp: Mpp) -> Path:
+    """``n`` phantom marrow fields of ``size_px`` square at ``mpp`` written once under ``work`` (reused when
+    already there). The folder's name leaves ``mpp`` out, as the folders already written were named: each
+    caller keeps its fields, at its one µm/px, in its own work folder."""
+    from bmpipe.phantom import write_fields
+
+    folder = work / f"phantom-n{n}-s{seed}-{size_px}px"
+    if not (folder / "done").exists():
+        t = time.monotonic()
+        write_fields(folder, n, seed, size=(size_px, size_px), mpp=mpp)
+        (folder / "done").write_text("ok\n")
+        log.info("wrote %d phantom fields in %.0f s", n, time.monotonic() - t)
+    return folder
 
 
 # --- augmentation ------------------------------------------------------------------------------------------

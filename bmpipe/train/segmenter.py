@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bmpipe.evaluation.detector import phantom_folder, throughput, validation
+from bmpipe.evaluation.detector import throughput, validation
 from bmpipe.nn.unet_detector import DEFAULT_CONFIG, NAME, UnetDetector, build_network, to_input
 from bmpipe.nn.weights import ModelRecord, default_models_dir, save_model
 from bmpipe.resolution import Mpp
@@ -39,6 +39,7 @@ SHARES = {"phantom": 0.55, "segpc": 0.2, "txl_pbc": 0.15, "bccd": 0.05, "user": 
 #: puts 3-15 nucleated cells in a field, so small fields come near the ~800 µm² per cell of a cellular
 #: marrow monolayer (phantom slides and SegPC) and hold more touching cells.
 PHANTOM_SIZE_PX = 1024
+PHANTOM_MPP = Mpp(0.1)
 
 
 @dataclass
@@ -125,8 +126,8 @@ def training_samples(s: TrainSettings, work: Path) -> list[dd.Sample]:
     samples += dd.bccd_samples(dd.bccd_fields(s.seed)["train"])
     samples += dd.segpc_samples(dd.segpc_fields(s.seed)["train"])
     if s.phantom_fields:
-        folder = phantom_folder(work, s.phantom_fields, s.seed, PHANTOM_SIZE_PX)
-        samples += dd.folder_samples(folder / "images", folder / "masks", Mpp(0.1), "phantom")
+        folder = dd.phantom_folder(work, s.phantom_fields, s.seed, PHANTOM_SIZE_PX, PHANTOM_MPP)
+        samples += dd.folder_samples(folder / "images", folder / "masks", PHANTOM_MPP, "phantom")
     for images, masks, mpp in s.extra:
         samples += dd.folder_samples(images, masks, mpp, "user")
     counts = {src: sum(x.source == src for x in samples) for src in {x.source for x in samples}}
@@ -151,7 +152,7 @@ def train_segmenter(
     torch.manual_seed(s.seed)
     t0 = time.monotonic()
     samples = training_samples(s, work)
-    val_folder = phantom_folder(work, s.phantom_val_fields, s.seed + 1000, PHANTOM_SIZE_PX) \
+    val_folder = dd.phantom_folder(work, s.phantom_val_fields, s.seed + 1000, PHANTOM_SIZE_PX, PHANTOM_MPP) \
         if s.phantom_val_fields else None
     config = {**DEFAULT_CONFIG, **s.network}
     network = build_network(config)

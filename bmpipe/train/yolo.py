@@ -28,7 +28,6 @@ import cv2
 import numpy as np
 import torch
 import yaml
-from scipy import ndimage
 
 from bmpipe.imaging.image_files import read_rgb
 from bmpipe.nn.weights import ModelRecord, default_models_dir, load_weights, save_model
@@ -79,15 +78,6 @@ class Canvas:
 
 def _fill_colour(image: np.ndarray) -> np.ndarray:
     return np.median(image.reshape(-1, 3), axis=0).astype(np.uint8)
-
-
-def _boxes_of(instances: np.ndarray, min_px: float) -> np.ndarray:
-    n = int(instances.max())
-    area = np.bincount(instances.ravel(), minlength=n + 1)
-    rows = [[s[1].start, s[0].start, s[1].stop, s[0].stop]
-            for i, s in enumerate(ndimage.find_objects(instances, max_label=n), start=1)
-            if s is not None and area[i] >= min_px]
-    return np.array(rows, np.float64).reshape(-1, 4)
 
 
 def packed(fields: Iterator[tuple[str, np.ndarray, np.ndarray]], source: str, size: int,
@@ -143,31 +133,12 @@ def box_fields(paths_boxes: Iterator[tuple[Path, Mpp, np.ndarray]]) -> Iterator[
         yield path.stem, dd.resize(read_rgb(path), scale), boxes * scale
 
 
-def txl_pbc_boxes(split: str) -> Iterator[tuple[Path, Mpp, np.ndarray]]:
-    root = DATASETS["txl_pbc"].path
-    for path in images_in(root / "images" / split):
-        h, w = cv2.imread(str(path)).shape[:2]
-        yield path, dd.txl_pbc_mpp((h, w)), dd.yolo_boxes(root / "labels" / split / f"{path.stem}.txt", w, h)
-
-
-def bccd_boxes(paths: list[Path]) -> Iterator[tuple[Path, Mpp, np.ndarray]]:
-    ann = DATASETS["bccd"].path / "Annotations"
-    for path in paths:
-        yield path, DATASETS["bccd"].mpp, dd.voc_boxes(ann / f"{path.stem}.xml") + np.array([0, 0, 1.0, 1.0])
-
-
 def segpc_canvases(paths: list[Path], size: int) -> Iterator[Canvas]:
     """SegPC marrow fields, plasma cells as boxes. Its other nucleated cells are unlabelled and plasma cells
     that touch share one mask, so both are painted over with the field's background colour: a YOLO loss
     cannot ignore an area, and teaching them as background (or as one box) would teach the wrong thing."""
-    masks = DATASETS["segpc"].path / "masks"
     min_px = 15.0 / DETECTOR_MPP.um_per_px**2
-    for path in paths:
-        raw = read_rgb(path)
-        scale = 1.0 / dd.segpc_mpp(raw).factor_to(DETECTOR_MPP)
-        image = dd.resize(raw, scale)
-        mask = dd.resize(dd.binary_mask(masks / path.name).astype(np.float32), scale) > 0.5
-        inst, _ = ndimage.label(mask)
+    for path, image, inst in dd.segpc_instances(paths):
         merged = dd.merged_blobs(inst)
         hide = dd.unlabelled_cells(image, inst, DETECTOR_MPP) | merged
         hide = cv2.dilate(hide.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
@@ -177,7 +148,7 @@ def segpc_canvases(paths: list[Path], size: int) -> Iterator[Canvas]:
             soft = cv2.GaussianBlur(hide.astype(np.float32), (0, 0), 1.5)[..., None]
             image = (image * (1 - soft) + colour * soft).astype(np.uint8)
         inst[merged] = 0
-        yield from _crops(path.stem, "segpc", image, _boxes_of(inst, min_px), size)
+        yield from _crops(path.stem, "segpc", image, dd.instance_boxes(inst, min_px), size)
 
 
 def _crops(name: str, source: str, image: np.ndarray, boxes: np.ndarray, size: int) -> Iterator[Canvas]:
@@ -200,21 +171,10 @@ def _crops(name: str, source: str, image: np.ndarray, boxes: np.ndarray, size: i
 
 def phantom_canvases(work: Path, n: int, seed: int, size: int) -> Iterator[Canvas]:
     """Phantom marrow fields (exact instances: every nucleated cell, never a red cell or platelet)."""
-    from bmpipe.phantom import write_fields
-
     side = round(size * DETECTOR_MPP.um_per_px / PHANTOM_MPP.um_per_px)
-    folder = work / f"phantom-n{n}-s{seed}-{side}px"
-    if not (folder / "done").exists():
-        t = time.monotonic()
-        write_fields(folder, n, seed, size=(side, side), mpp=PHANTOM_MPP)
-        (folder / "done").write_text("ok\n")
-        log.info("wrote %d phantom fields in %.0f s", n, time.monotonic() - t)
-    scale = 1.0 / PHANTOM_MPP.factor_to(DETECTOR_MPP)
-    for path in images_in(folder / "images"):
-        inst, _ = dd.read_instances(folder / "masks" / f"{path.stem}.png")
-        image = dd.resize(read_rgb(path), scale)
-        small = dd.resize(inst, scale, nearest=True)
-        yield from _crops(path.stem, "phantom", image, _boxes_of(small, 1.0), size)
+    folder = dd.phantom_folder(work, n, seed, side, PHANTOM_MPP)
+    for path, image, inst, _ in dd.folder_instances(folder / "images", folder / "masks", PHANTOM_MPP):
+        yield from _crops(path.stem, "phantom", image, dd.instance_boxes(inst, 1.0), size)
 
 
 def write_split(root: Path, split: str, canvases: Iterator[Canvas]) -> dict[str, int]:
@@ -243,13 +203,13 @@ def build_dataset(work: Path, s: YoloSettings, size: int) -> tuple[Path, dict[st
     rng = np.random.default_rng(s.seed)
     bccd = dd.bccd_fields(s.seed)
     train = write_split(root, "train", _chain(
-        packed(box_fields(txl_pbc_boxes("train")), "txl_pbc", size, rng),
-        packed(box_fields(bccd_boxes(bccd["train"])), "bccd", size, rng),
+        packed(box_fields(dd.txl_pbc_boxes("train")), "txl_pbc", size, rng),
+        packed(box_fields(dd.bccd_boxes(bccd["train"])), "bccd", size, rng),
         segpc_canvases(dd.segpc_fields(s.seed)["train"], size),
         phantom_canvases(work, s.phantom_fields, s.seed, size),
     ))
     val = write_split(root, "val", _chain(
-        packed(box_fields(islice(txl_pbc_boxes("val"), 200)), "txl_pbc", size, rng),
+        packed(box_fields(islice(dd.txl_pbc_boxes("val"), 200)), "txl_pbc", size, rng),
         phantom_canvases(work, 20, s.seed + 2000, size),
     ))
     counts = {"train": train, "val": val}
