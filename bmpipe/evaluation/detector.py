@@ -43,6 +43,23 @@ def detect_image(detector: Detector, image: np.ndarray, mpp: Mpp) -> tuple[np.nd
     return boxes * np.array([sx, sy, sx, sy]), scores
 
 
+def greedy_match(iou: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Detections (rows of ``iou``, highest score first) each matched to the free truth box (column) it
+    overlaps most, if at IoU ≥ 0.5, as ``shared/tools/eval_detect.py`` matches them: whether each detection
+    matched, and whether each truth box was taken. One loop, so the held-out scores and the phantom-slide
+    check count a match the same way."""
+    hit = np.zeros(iou.shape[0], bool)
+    used = np.zeros(iou.shape[1], bool)
+    if not iou.shape[1]:
+        return hit, used
+    for k, row in enumerate(iou):
+        free = np.where(used, 0.0, row)
+        j = int(np.argmax(free))
+        if free[j] >= 0.5:
+            used[j] = hit[k] = True
+    return hit, used
+
+
 def box_scores(pairs: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, float]:
     """AP50, recall and precision over (truth boxes, detected boxes, scores) per image, matched greedily by
     score at IoU ≥ 0.5 as ``shared/tools/eval_detect.py`` does (101-point interpolated AP)."""
@@ -52,14 +69,8 @@ def box_scores(pairs: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> di
         ndet += len(boxes)
         order = np.argsort(-scores, kind="stable")
         iou = iou_matrix(boxes[order], truth) if len(truth) and len(boxes) else np.zeros((len(boxes), 0))
-        used = np.zeros(len(truth), bool)
-        for k, i in enumerate(order):
-            cand = np.where(used, 0.0, iou[k]) if len(truth) else np.zeros(0)
-            j = int(np.argmax(cand)) if len(cand) else -1
-            ok = j >= 0 and cand[j] >= 0.5
-            if ok:
-                used[j] = True
-            hits.append((float(scores[i]), int(ok)))
+        hit, _ = greedy_match(iou)
+        hits += [(float(scores[i]), int(ok)) for i, ok in zip(order, hit)]
     hits.sort(key=lambda h: -h[0])
     tp = np.cumsum([h[1] for h in hits]) if hits else np.zeros(0)
     fp = np.cumsum([1 - h[1] for h in hits]) if hits else np.zeros(0)
@@ -226,14 +237,8 @@ def border_check(detector: Detector, work: Path) -> dict[str, float]:
         np.array([c["x"] for c in nucleated]), np.array([c["y"] for c in nucleated]))
     order = np.argsort(-cells.score, kind="stable")
     iou = iou_matrix(cells.boxes()[order], truth) if len(truth) else np.zeros((len(order), 0))
-    used = np.zeros(len(truth), bool)
-    doubles = 0
-    for row in iou:
-        free = np.where(used, 0.0, row)
-        if len(free) and free.max() >= 0.5:
-            used[int(np.argmax(free))] = True
-        elif len(row) and row.max() >= 0.5:
-            doubles += 1
+    hit, used = greedy_match(iou)
+    doubles = int((~hit & (iou >= 0.5).any(axis=1)).sum())
     return {"double_counts": doubles, "recall": float(used[counted].mean()) if counted.any() else 0.0,
             "precision": float(used.sum() / max(len(order), 1)), "truth": int(counted.sum()),
             "detections": len(order)}
