@@ -140,6 +140,12 @@ def rotate_batch(x: torch.Tensor, angles_deg: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
+def granule_grade(raw: np.ndarray) -> np.ndarray:
+    """Whole granule grades 0-``MAX_GRADE`` from :meth:`CellClassifier.raw_grade` scores: rounded here alone,
+    so the grades ``predict`` reports are the ones the evaluation and the dysplasia fine-tuning score."""
+    return np.clip(np.rint(raw), 0, MAX_GRADE).astype(np.int64)
+
+
 def image_mpp(path: Path, given: Mpp | None) -> Mpp:
     """µm/px of a single-cell image: ``given`` (the user's ``--mpp``) wins, else the TIFF's own metadata."""
     tiff = read_tiff_mpp(path) if Path(path).suffix.lower() in (".tif", ".tiff") else None
@@ -300,7 +306,7 @@ class CellClassifier:
         neutro = self._granule_mask[top] & ~unsure
         if grade_neutrophils and neutro.any():
             raw = self.raw_grade(crops[neutro], batch_size, upright[neutro])
-            granule[neutro] = np.clip(np.rint(raw), 0, MAX_GRADE).astype(np.int64)
+            granule[neutro] = granule_grade(raw)
         dgrade = np.full(n, -1, np.int64)
         scored = self._dysplasia_mask[top] & ~unsure
         dgrade[scored] = (dys[scored] > 0.5).astype(np.int64)

@@ -84,9 +84,14 @@ class CropSet:
         return CropSet(*(np.concatenate([getattr(s, f) for s in sets]) for f in _FIELDS))
 
     def centre_crops(self, size: int = CROP_PX) -> np.ndarray:
-        """The network's input: the central ``size`` pixels of every stored crop."""
-        o = (self.images.shape[1] - size) // 2
-        return np.ascontiguousarray(self.images[:, o : o + size, o : o + size])
+        return centre_crops(self.images, size)
+
+
+def centre_crops(crops: np.ndarray, size: int = CROP_PX) -> np.ndarray:
+    """The network's input: the central ``size`` pixels of every stored crop (N, S, S, 3). A function as well
+    as a :class:`CropSet` method because the dysplasia fine-tuning keeps its crops outside a CropSet."""
+    o = (crops.shape[1] - size) // 2
+    return np.ascontiguousarray(crops[:, o : o + size, o : o + size])
 
 
 _FIELDS = ("images", "codes", "sources", "paths", "dysplastic", "grades")

@@ -34,17 +34,19 @@ import torch.nn.functional as F
 
 from bmpipe.criteria import load_criteria
 from bmpipe.errors import InputError
+from bmpipe.evaluation.classifier import grade_agreement
 from bmpipe.nn.cell_classifier import (
     DYSPLASIA_LINEAGES,
     MAX_GRADE,
     MODEL_NAME,
     CellClassifier,
     CellNet,
+    granule_grade,
     load_network,
 )
 from bmpipe.nn.weights import ModelRecord, default_models_dir, save_model
 from bmpipe.resolution import Mpp
-from bmpipe.train.cell_data import Augment, held_out, store_crops
+from bmpipe.train.cell_data import Augment, centre_crops, held_out, store_crops
 
 log = logging.getLogger(__name__)
 
@@ -184,20 +186,13 @@ def score(clf: CellClassifier, crops: np.ndarray, labels: Labels) -> dict[str, f
     out["dysplastic_accuracy"] = float(np.mean((pred.dysplasia_score > 0.5) == (labels.dysplastic > 0.5)))
     g = labels.grades >= 0
     if g.any():
-        grade = np.clip(np.rint(clf.raw_grade(crops[g])), 0, MAX_GRADE)
-        out["grade_within_1"] = float(np.mean(np.abs(grade - labels.grades[g]) <= 1))
-        out["grade_exact"] = float(np.mean(grade == labels.grades[g]))
+        out.update(grade_agreement(granule_grade(clf.raw_grade(crops[g])), labels.grades[g]))
     return out
 
 
 def _subset(labels: Labels, index: np.ndarray) -> Labels:
     return Labels([labels.paths[i] for i in index], labels.lineages[index], labels.dysplastic[index],
                   labels.grades[index])
-
-
-def _centre(crops: np.ndarray, size: int) -> np.ndarray:
-    o = (crops.shape[1] - size) // 2
-    return np.ascontiguousarray(crops[:, o : o + size, o : o + size])
 
 
 def write_card(out: Path, record: ModelRecord, base: ModelRecord, csv_path: Path, labels: Labels,
@@ -250,16 +245,15 @@ def train_dysplasia(csv_path: Path, mpp: Mpp | None, models_dir: Path, out: Path
     train_idx, test_idx = np.flatnonzero(~test), np.flatnonzero(test)
     if not len(train_idx):
         raise InputError(csv_path, "too few labelled cells to keep any for training")
-    clf_px = int(config["crop_px"])
-    before = score(CellClassifier(copy.deepcopy(model), config, base, "cpu"), _centre(crops[test_idx], clf_px),
-                   _subset(labels, test_idx))
+    test_crops, test_labels = centre_crops(crops[test_idx], int(config["crop_px"])), _subset(labels, test_idx)
+    before = score(CellClassifier(copy.deepcopy(model), config, base, "cpu"), test_crops, test_labels)
     stats = finetune(model, crops[train_idx], _subset(labels, train_idx), settings)
     stats.update(lr=settings.lr, backbone_lr=settings.backbone_lr, base_version=base.version,
                  base_sha256=base.sha256, n_train=len(train_idx), n_held_out=len(test_idx))
     config = {**config, "dysplasia_finetune": stats}
     version = version or f"{base.version}+dys.{time.strftime('%Y%m%d')}"
     record = save_model(model, out, MODEL_NAME, version, config)
-    after = score(CellClassifier.load(out, device="cpu"), _centre(crops[test_idx], clf_px), _subset(labels, test_idx))
+    after = score(CellClassifier.load(out, device="cpu"), test_crops, test_labels)
     card = write_card(out, record, base, csv_path, labels, stats, before, after, old_card)
     log.info("dysplasia heads before %s → after %s; saved %s %s and %s", before, after, record.version,
              record.sha256[:12], card)
