@@ -272,6 +272,16 @@ def benchmark(detector: Detector, work: Path, seed: int = 0, slide: bool = True)
     return metrics
 
 
+def metric_rows(metrics: dict[str, dict[str, float]]) -> list[str]:
+    """Markdown rows (set, AP50, recall, precision, truth cells) of every scored set: the same table in the
+    YOLO and the U-Net model cards."""
+    rows = []
+    for name, m in metrics.items():
+        cells = [f"{m[k]:.3f}" if k in m else "–" for k in ("AP50", "recall", "precision")]
+        rows.append(f"| {name} | {' | '.join(cells)} | {m.get('truth', '–')} |")
+    return rows
+
+
 def target_rows(metrics: dict[str, dict[str, float]]) -> list[tuple[str, str, str, str]]:
     """(figure, value, target, verdict) for every figure measured."""
     rows = []

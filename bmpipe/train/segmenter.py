@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bmpipe.evaluation.detector import throughput, validation
+from bmpipe.evaluation.detector import metric_rows, throughput, validation
 from bmpipe.nn.unet_detector import DEFAULT_CONFIG, NAME, UnetDetector, build_network, to_input
 from bmpipe.nn.weights import ModelRecord, default_models_dir, save_model
 from bmpipe.resolution import Mpp
@@ -187,10 +187,6 @@ def write_card(
     """``detector-unet.card.md``: what the model sees and finds, what it learnt from, how well, its limits."""
     params = sum(p.numel() for p in network.parameters())
     counts = {src: sum(x.source == src for x in samples) for src in sorted({x.source for x in samples})}
-    rows = []
-    for name, m in metrics.items():
-        cells = [f"{m[k]:.3f}" if k in m else "–" for k in ("AP50", "recall", "precision")]
-        rows.append(f"| {name} | {' | '.join(cells)} | {m.get('truth', '–')} |")
     text = CARD.format(
         name=NAME, version=record.version, sha=record.sha256, file=record.file,
         arch=config["arch"], encoder=config["encoder"], depth=config["encoder_depth"],
@@ -200,7 +196,7 @@ def write_card(
         steps=stats["steps"], loss=stats["final_loss"], batch=s.batch, train_tile=s.tile, minutes=stats["seconds"] / 60,
         total=total_seconds / 60, threads=s.threads, counts=", ".join(f"{k} {v}" for k, v in counts.items()),
         shares=", ".join(f"{k} {v:g}" for k, v in SHARES.items() if k in counts),
-        metrics="\n".join(rows), seed=s.seed,
+        metrics="\n".join(metric_rows(metrics)), seed=s.seed,
         txl=", ".join(f"{h}×{w}: {m.um_per_px:g}" for (h, w), m in dd.TXL_PBC_MPP.items()),
         segpc=", ".join(f"{k}: {m.um_per_px:g}" for k, m in dd.SEGPC_MPP_BY_PAD.items()),
         bccd=DATASETS["bccd"].mpp.um_per_px, txl_single=f"{DATASETS['txl_pbc'].mpp.um_per_px:g}",

@@ -314,17 +314,13 @@ def write_card(out_dir: Path, work: Path, s: YoloSettings, counts: dict[str, dic
                data_yaml: Path) -> Path:
     """``detector-yolo.card.md`` for the weights in ``out_dir``: what the model sees and finds, what it
     learnt from (how it was trained is read from the weights' own metadata), how well, its limits."""
-    from bmpipe.evaluation.detector import benchmark, target_rows, throughput
+    from bmpipe.evaluation.detector import benchmark, metric_rows, target_rows, throughput
     from bmpipe.nn.yolo_detector import YoloDetector
 
     detector = YoloDetector.load(out_dir, device="cpu")
     record, config = detector.record, detector.config
     network = build_network(config)
     metrics = benchmark(detector, work.parent / "evaluate-detector", s.seed)
-    rows = []
-    for name, m in metrics.items():
-        cells = [f"{m[k]:.3f}" if k in m else "–" for k in ("AP50", "recall", "precision")]
-        rows.append(f"| {name} | {' | '.join(cells)} | {m.get('truth', '–')} |")
     train = counts.get("train", {})
     data = ", ".join(f"{k} {v}" for k, v in sorted(train.items())) or f"given data set `{data_yaml}`"
     text = CARD.format(
@@ -333,7 +329,7 @@ def write_card(out_dir: Path, work: Path, s: YoloSettings, counts: dict[str, dic
         imgsz=config["imgsz"], conf=config["conf"], iou=config["iou"], data=data, seed=s.seed,
         epochs=config["trained"]["epochs"], minutes=config["trained"]["minutes"], batch=config["trained"]["batch"],
         threads=s.threads, runs=_runs(config["trained"]),
-        phantom=s.phantom_fields, speed=throughput(detector), metrics="\n".join(rows),
+        phantom=s.phantom_fields, speed=throughput(detector), metrics="\n".join(metric_rows(metrics)),
         targets="\n".join(f"| {f} | {v} | {t} | {ok} |" for f, v, t, ok in target_rows(metrics)),
         txl=", ".join(f"{h}×{w}: {m.um_per_px:g}" for (h, w), m in dd.TXL_PBC_MPP.items()),
         segpc=", ".join(f"{k}: {m.um_per_px:g}" for k, m in dd.SEGPC_MPP_BY_PAD.items()),
