@@ -16,7 +16,9 @@ def test_bench_writes_one_row_per_size_with_sane_values(tmp_path, capsys):
     assert row["cells"] > 10 and row["phantom_cells"] == 60
     assert 1 < row["megapixels"] < 100
     assert 0 < row["models_alone_s"] and 0 < row["wall_s"] < 600
-    assert abs(row["ratio"] - row["wall_s"] / row["models_alone_s"]) < 0.01
+    # the seconds are written to 0.01 s: the ratio recomputed from them is off by at most that rounding
+    rounding = row["ratio"] * (0.005 / row["wall_s"] + 0.005 / row["models_alone_s"]) + 0.0005
+    assert abs(row["ratio"] - row["wall_s"] / row["models_alone_s"]) <= rounding
     assert set(row["stages"]) == {"regions", "detect+classify", "aggregate"}
     assert all(v >= 0 for v in row["stages"].values())
     assert sum(row["stages"].values()) <= row["wall_s"] * 1.01
