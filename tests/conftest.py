@@ -25,3 +25,12 @@ def data_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"real data folder {path} is absent (set BMPIPE_DATA)")
     return path
+
+
+@pytest.fixture(scope="session")
+def demo_slide(tmp_path_factory) -> Path:
+    """The slide ``bmpipe demo`` analyses (1,500 phantom cells, ~13 s to make), made once per session."""
+    from bmpipe.cli import DEMO_SLIDE
+    from bmpipe.phantom import make_slide
+
+    return make_slide(tmp_path_factory.mktemp("demo") / "demo.tiff", **DEMO_SLIDE)

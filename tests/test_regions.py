@@ -7,13 +7,25 @@ from bmpipe.imaging.smear import EDGE, GLASS, MONOLAYER, THICK, zone_map
 from bmpipe.phantom import make_slide
 from bmpipe.phantom.smear import truth_path
 from bmpipe.slide import open_slide
+from bmpipe.slide.openslide_backend import OpenSlideSlide
+from bmpipe.slide.tiff_backend import TiffSlide
 from bmpipe.stages.regions import find_smear
+
+#: Small phantom slides of three seeds: where each one's feathered edge starts, and how dense it is there,
+#: is drawn at random.
+SEEDS = (3, 4, 5)
 
 
 @pytest.fixture(scope="module")
-def phantom(tmp_path_factory):
-    path = make_slide(tmp_path_factory.mktemp("regions") / "small.tiff", cells=200, blast_pct=5.0, seed=3)
-    return path, json.loads(truth_path(path).read_text())
+def phantoms(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("regions")
+    paths = [make_slide(folder / f"seed{seed}.tiff", cells=200, blast_pct=5.0, seed=seed) for seed in SEEDS]
+    return {seed: (path, json.loads(truth_path(path).read_text())) for seed, path in zip(SEEDS, paths)}
+
+
+@pytest.fixture(scope="module")
+def phantom(phantoms):
+    return phantoms[SEEDS[0]]
 
 
 def share_analysed(smear, cells, zone):
@@ -52,9 +64,14 @@ def test_zones_follow_density():
     assert np.median(zones[:, 620:880]) == EDGE
 
 
-def test_readable_area_is_the_monolayer_not_the_feathered_edge(phantom):
-    """The feathered edge starts nearly as dense as the monolayer ends; it must still be left out."""
-    path, truth = phantom
+@pytest.mark.parametrize("seed", SEEDS)
+def test_readable_area_is_the_monolayer_not_the_feathered_edge(phantoms, seed):
+    """The feathered edge starts nearly as dense as the monolayer ends; it must still be left out.
+
+    With density alone the IoU was ~0.70 on seed 3. Texture over 40 µm blocks and a least area per part gave
+    0.92, 0.84 and 0.82 on these seeds, and counted 23-52 % of their feathered-edge cells.
+    """
+    path, truth = phantoms[seed]
     with open_slide(path) as slide:
         smear = find_smear(slide)
     readable = smear.analysed
@@ -63,9 +80,21 @@ def test_readable_area_is_the_monolayer_not_the_feathered_edge(phantom):
     monolayer[y0:y1, x0:x1] = True
     monolayer &= smear.zones != GLASS
     iou = (monolayer & readable).sum() / (monolayer | readable).sum()
-    assert iou >= 0.9, f"readable area vs true monolayer: IoU {iou:.3f}"  # was 0.70 on density alone
-    assert share_analysed(smear, truth["cells"], "edge") <= 0.3  # was 0.77 on density alone
-    assert share_analysed(smear, truth["cells"], "monolayer") >= 0.97
+    assert iou >= 0.9, f"readable area vs true monolayer: IoU {iou:.3f}"
+    assert share_analysed(smear, truth["cells"], "edge") <= 0.15
+    # the monolayer cells left out lie within a block (40 µm) of its border with the feathered edge
+    assert share_analysed(smear, truth["cells"], "monolayer") >= 0.92
+
+
+def test_analysed_area_does_not_depend_on_the_library_that_decodes_the_slide(demo_slide):
+    """OpenSlide resamples levels whose downsample is not a whole number, so its overview differs from
+    tifffile's by up to 4 grey levels. With a least area per monolayer part, that difference once
+    turned a 0.03 mm² patch of feathered edge into monolayer (1.55 % of the overview's pixels).
+    """
+    with OpenSlideSlide(demo_slide, None) as through_openslide, TiffSlide(demo_slide, None) as through_tifffile:
+        first, second = find_smear(through_openslide), find_smear(through_tifffile)
+    assert np.abs(first.overview.astype(int) - second.overview).max() > 0  # the two overviews do differ
+    assert (first.analysed != second.analysed).mean() <= 0.001
 
 
 def test_a_slide_of_blank_glass_is_refused_naming_it(tmp_path):
