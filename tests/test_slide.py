@@ -16,6 +16,7 @@ import tifffile
 from bmpipe.errors import SlideError
 from bmpipe.resolution import Mpp
 from bmpipe.slide import open_slide, slide_id, tiff_backend, write_pyramidal_tiff
+from bmpipe.slide.openslide_backend import OpenSlideSlide
 from bmpipe.slide.resample import best_level, resample
 from bmpipe.slide.tiff_backend import TiffSlide
 from bmpipe.train.datasets import data_root
@@ -326,7 +327,7 @@ def test_slide_id_is_safe_for_a_folder_name(tmp_path):
 # --- writing ----------------------------------------------------------------------------------------------
 
 
-def test_written_pyramid_opens_in_openslide_with_its_resolution(tmp_path):
+def test_written_pyramid_opens_in_openslide_and_tifffile_with_its_resolution(tmp_path):
     path = tmp_path / "synthetic.tif"
     calls = []
 
@@ -342,12 +343,14 @@ def test_written_pyramid_opens_in_openslide_with_its_resolution(tmp_path):
         assert direct.level_count >= 2
         assert direct.level_dimensions[:2] == ((3000, 2000), (750, 500))
         assert float(direct.properties["openslide.mpp-x"]) == pytest.approx(0.1)
-    with open_slide(path) as slide:
-        assert slide.backend == "openslide"
+    with open_slide(path) as slide, OpenSlideSlide(path, None) as through_openslide:
+        assert slide.backend == "tifffile"  # a generic tiled TIFF is read with tifffile first
         assert slide.mpp.um_per_px == pytest.approx(0.1)
-        assert slide.mpp_source == "metadata:openslide.mpp-x"
+        assert slide.mpp_source == "metadata:tiff.XResolution"
+        assert through_openslide.mpp_source == "metadata:openslide.mpp-x"
         level0 = slide.read_region(0, 0, 3000, 2000, slide.mpp)
         level1 = slide.read_region(0, 0, 750, 500, Mpp(0.4))
+        np.testing.assert_array_equal(level0, through_openslide.read_region(0, 0, 3000, 2000, slide.mpp))
     truth = gradient(0, 0, 3000, 2000)
     error = np.abs(level0.astype(int) - truth)
     assert error.mean() < 1.5 and error.max() <= 12

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import openslide
+
 from bmpipe.errors import SlideError
 from bmpipe.resolution import Mpp
 from bmpipe.slide.base import BackendRefused, Slide
@@ -15,7 +17,8 @@ from bmpipe.slide.tiff_backend import TiffSlide, is_ome_tiff
 
 log = logging.getLogger(__name__)
 
-#: Photographs go straight to the image backend; everything else is offered to OpenSlide first.
+#: Photographs go straight to the image backend; OME and generic tiled TIFFs to tifffile first; everything
+#: else (the vendors' formats, whose layout and metadata OpenSlide knows) to OpenSlide first.
 PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
 #: Single images (cell crops, microscope fields): the photo formats, and flat TIFFs as cameras also save.
 IMAGE_SUFFIXES = PHOTO_SUFFIXES | {".tif", ".tiff"}
@@ -32,7 +35,7 @@ def open_slide(path: str | Path, mpp: Mpp | float | None = None) -> Slide:
     check_file(path)
     if path.suffix.lower() in PHOTO_SUFFIXES:
         order: tuple[type[Slide], ...] = (ImageSlide,)
-    elif is_ome_tiff(path):
+    elif is_ome_tiff(path) or _is_generic_tiff(path):
         order = (TiffSlide, OpenSlideSlide, ImageSlide)
     else:
         order = (OpenSlideSlide, TiffSlide, ImageSlide)
@@ -72,6 +75,17 @@ _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 def _is_tiff(path: Path) -> bool:
     with open(path, "rb") as f:
         return f.read(4) in _TIFF_MAGIC
+
+
+def _is_generic_tiff(path: Path) -> bool:
+    """Whether OpenSlide takes the file for a plain tiled TIFF, as bmpipe's phantom slides and many converters
+    write. tifffile reads those faster and truer: OpenSlide decoded their tiles for 21.6 ms of CPU per
+    megapixel against tifffile's 4.6, and at a level whose downsample is not a whole number it resamples
+    the tiles by a fraction of a pixel (up to 25 grey levels off the stored ones, on a phantom's level 1)."""
+    try:
+        return openslide.OpenSlide.detect_format(str(path)) == "generic-tiff"
+    except openslide.OpenSlideError:
+        return False
 
 
 def images_in(folder: Path) -> list[Path]:
