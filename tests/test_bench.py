@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
+from bmpipe import benchmark
 from bmpipe.cli import main
 
 
@@ -26,3 +29,14 @@ def test_bench_writes_one_row_per_size_with_sane_values(tmp_path, capsys):
     assert row["tiles"]["tiles_read"] >= 1
     assert str(row["cells"]) in capsys.readouterr().out  # the table printed
     assert (tmp_path / "slides" / "phantom-60.tiff").exists()
+    assert row["spill_mb"] > 0 and not list(Path(row["spill_dir"]).glob("bmpipe-bench-spill-*"))
+
+
+def test_batches_are_spilled_in_memory_only_when_there_is_room(tmp_path, monkeypatch):
+    memory, disk = tmp_path / "shm", tmp_path / "out"
+    monkeypatch.setattr(benchmark, "MEMORY_SCRATCH", memory)
+    assert benchmark.spill_folder(100, disk) == disk  # no memory-backed folder
+    memory.mkdir()
+    assert benchmark.spill_folder(100, disk) == memory
+    free = shutil.disk_usage(memory).free
+    assert benchmark.spill_folder(free / benchmark.SPILL_BYTES_PER_PX / 1e6, disk) == disk
