@@ -104,16 +104,23 @@ class Spill:
     shapes: list[tuple[int, ...]] = field(default_factory=list)
     seconds: float = 0.0
     cpu_seconds: float = 0.0
-    bytes: int = 0
 
     def write(self, batch: np.ndarray) -> None:
         start, cpu = time.perf_counter(), time.process_time()
         with self.path.open("ab") as f:
             f.write(np.ascontiguousarray(batch).data)
         self.shapes.append(batch.shape)
-        self.bytes += batch.nbytes
         self.seconds += time.perf_counter() - start
         self.cpu_seconds += time.process_time() - cpu
+
+    @property
+    def items(self) -> int:
+        """Tiles or crops spilled."""
+        return sum(shape[0] for shape in self.shapes)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(int(np.prod(shape)) for shape in self.shapes)  # uint8
 
     def batches(self):
         offset = 0
@@ -195,8 +202,6 @@ def measure(path: Path, scratch: Path, device: str | None = None) -> dict[str, A
     alone = {"detector": detector_alone[0], "classifier": classifier_alone[0]}
     models_alone = sum(alone.values())
     models_alone_cpu = detector_alone[1] + classifier_alone[1]
-    n_crops = sum(s[0] for s in crops_spill.shapes)
-    n_tiles = sum(s[0] for s in tiles_spill.shapes)
     return {
         "slide": path.name,
         "cells": len(cells),
@@ -210,11 +215,11 @@ def measure(path: Path, scratch: Path, device: str | None = None) -> dict[str, A
         "tiles": vars(tiles),
         "models_alone_s": round(models_alone, 2),
         "models_alone": {k: round(v, 2) for k, v in alone.items()},
-        "tiles_per_s_alone": round(n_tiles / max(alone["detector"], 1e-9), 2),
-        "crops_per_s_alone": round(n_crops / max(alone["classifier"], 1e-9), 1),
+        "tiles_per_s_alone": round(tiles_spill.items / max(alone["detector"], 1e-9), 2),
+        "crops_per_s_alone": round(crops_spill.items / max(alone["classifier"], 1e-9), 1),
         "ratio": round(wall / max(models_alone, 1e-9), 3),
         "spill_s": round(tiles_spill.seconds + crops_spill.seconds, 2),
-        "spill_mb": round((tiles_spill.bytes + crops_spill.bytes) / 1e6, 1),
+        "spill_mb": round((tiles_spill.nbytes + crops_spill.nbytes) / 1e6, 1),
         "spill_dir": str(spill_dir),
         # CPU seconds of all the process's threads: on a shared machine, less disturbed by other work than wall time.
         "cpu_s": round(cpu, 2),
