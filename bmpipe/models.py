@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Union
 
 from bmpipe.nn.cell_classifier import CellClassifier
-from bmpipe.nn.heap import keep_freed_memory
 from bmpipe.nn.weights import ModelRecord, default_models_dir
 
 if TYPE_CHECKING:
@@ -49,11 +48,7 @@ def load_detector(kind: str = "unet", models_dir: Path | None = None, device: st
 
 @cache
 def load_models(models_dir: Path | None = None, device: str | None = None, detector: str = "unet") -> Models:
-    """Detector and classifier from ``models_dir`` (default: the repository's ``models/``), sha256-checked.
-
-    Also sets the process's allocator to keep freed memory (:func:`bmpipe.nn.heap.keep_freed_memory`): every
-    process that runs the models needs it, and they all load them here."""
-    keep_freed_memory()
+    """Detector and classifier from ``models_dir`` (default: the repository's ``models/``), sha256-checked."""
     folder = models_dir or default_models_dir()
     return Models(
         detector=load_detector(detector, folder, device),

@@ -20,19 +20,12 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 #: Blocks up to this size come from the heap, and this much freed memory stays in it.
 KEEP_BYTES = 1 << 30
 
-_done = False
-
-
 def keep_freed_memory() -> bool:
-    """Set glibc's malloc to serve and keep blocks up to ``KEEP_BYTES`` (once per process). False where the C
-    library is not glibc (macOS, musl): there nothing is changed."""
-    global _done
-    if _done:
-        return True
+    """Set glibc's malloc to serve and keep blocks up to ``KEEP_BYTES``; setting it again changes nothing.
+    False where the C library is not glibc (macOS, musl): there nothing is changed."""
     name = ctypes.util.find_library("c")
     mallopt = getattr(ctypes.CDLL(name), "mallopt", None) if name else None
     if mallopt is None:
         log.debug("no mallopt in the C library %s; the allocator is left as it is", name)
         return False
-    _done = bool(mallopt(_M_MMAP_THRESHOLD, KEEP_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, KEEP_BYTES))
-    return _done
+    return bool(mallopt(_M_MMAP_THRESHOLD, KEEP_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, KEEP_BYTES))

@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from bmpipe.errors import ModelError
+from bmpipe.nn.heap import keep_freed_memory
 
 MANIFEST = "manifest.json"
 
@@ -69,7 +70,12 @@ def save_model(
 
 
 def load_weights(models_dir: Path, name: str) -> tuple[dict[str, torch.Tensor], dict[str, Any], ModelRecord]:
-    """State dict, config and record of model ``name``, after checking its sha256 against the manifest."""
+    """State dict, config and record of model ``name``, after checking its sha256 against the manifest.
+
+    Every model a process runs is loaded here, so this is also where the process's allocator is set to keep
+    freed memory (:func:`~bmpipe.nn.heap.keep_freed_memory`): ``bmpipe run``, ``detect``, ``classify``,
+    the evaluations and Dask workers alike."""
+    keep_freed_memory()
     manifest = _read_manifest(models_dir)
     if name not in manifest:
         raise ModelError(models_dir / MANIFEST, f"lists no model named {name!r} (has: {', '.join(manifest)})")
