@@ -9,7 +9,7 @@ Density alone lets the first part of the feathered edge in: there the red cells 
 glass, so the mean density falls only ~10 % below the monolayer's. What changes at once is their look:
 in the monolayer red cells just touch and keep their central pallor, at the feathered edge they lie
 flattened, without pallor, with glass between them. On the overview that is *texture*: the mean absolute
-Laplacian of the optical density, taken over the same blocks, falls to ~0.65 of the monolayer's there
+Laplacian of the optical density, averaged over blocks, falls to ~0.65 of the monolayer's there
 while staying within ~15 % of it across the monolayer. A block is edge when it is pale *or* smooth.
 
 Texture is averaged over blocks twice as wide as density's: over 40 µm at the feathered edge one white cell

@@ -55,7 +55,8 @@ class OpenSlideSlide(Slide):
 
     def _read_level(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         # OpenSlide takes the location in level-0 pixels. At a level whose downsample is not an integer the
-        # rounding shifts the box by at most 0.5/downsample of a level pixel, below anything we measure.
+        # box then starts a fraction of a level pixel off the grid, and OpenSlide resamples the tiles to it:
+        # up to 25 grey levels off the stored pixels on a phantom's level 1 (why generic TIFFs go to tifffile).
         downsample = self.level_downsamples[level]
         location = (round(x * downsample), round(y * downsample))
         rgba = np.asarray(self._handle.read_region(location, level, (width, height)))
