@@ -109,3 +109,24 @@ def test_a_slide_of_blank_glass_is_refused_naming_it(tmp_path):
     with open_slide(path) as slide, pytest.raises(InputError, match="no smear found") as caught:
         find_smear(slide, "all")
     assert str(caught.value).startswith(str(path))
+
+
+def test_analysed_box_bounds_the_analysed_points_of_a_box():
+    from bmpipe.records import Box
+    from bmpipe.resolution import Mpp
+    from bmpipe.stages.regions import SmearMap
+
+    analysed = np.zeros((50, 80), bool)
+    analysed[10:20, 30:45] = True  # overview px; 10 level-0 px each
+    zones = np.where(analysed, MONOLAYER, GLASS).astype(np.uint8)
+    smear = SmearMap(np.zeros((50, 80, 3), np.uint8), Mpp(2.0), zones, analysed, scale=10.0, mode="readable")
+    assert smear.analysed_box(0, 0, 800, 500) == Box(300, 100, 450, 200)
+    assert smear.analysed_box(405, 0, 800, 155) == Box(405, 100, 450, 155)  # cut by the box asked about
+    assert smear.analysed_box(0, 0, 299, 500) is None
+    # every analysed point of the box asked about lies in the answer, and its corners are analysed points
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(250, 600, 2000), rng.uniform(50, 300, 2000)
+    box = smear.analysed_box(250, 50, 600, 300)
+    inside = smear.analysed_at(x, y)
+    assert np.all((x[inside] >= box.x0) & (x[inside] < box.x1) & (y[inside] >= box.y0) & (y[inside] < box.y1))
+    assert smear.analysed_at(np.array([box.x0, box.x1 - 1e-6]), np.array([box.y0, box.y1 - 1e-6])).all()

@@ -38,7 +38,7 @@ def per_cell_reference(slide, smear, models) -> Cells:
     detector, classifier = models.detector, models.classifier
     found = []
     for tile in plan_tiles(slide, smear, detector):
-        image = slide.read_region(tile.x0, tile.y0, tile.size_px, tile.size_px, detector.mpp)
+        image = slide.read_region(tile.x0, tile.y0, tile.width_px, tile.height_px, detector.mpp)
         boxes, scores = detector.detect(image[None])[0]
         if len(boxes):
             cells = Cells.from_boxes(tile.to_level0(boxes), scores)
@@ -79,6 +79,29 @@ def test_streamed_stages_equal_the_per_cell_path(phantom, models):
     assert stats.tiles_read == len(plan_tiles(slide, smear, models.detector)) and stats.tiles_blurred == 0
     assert_same_cells(streamed, reference)
     assert_same_cells(separate, reference)
+
+
+def test_planned_tiles_cover_the_analysed_area_and_are_trimmed_to_it(phantom, models):
+    detector = models.detector
+    with open_slide(phantom) as slide:
+        smear = find_smear(slide)
+        tiles = plan_tiles(slide, smear, detector)
+    full_side = detector.tile_size * tiles[0].scale
+    # analysed overview pixels, by their centres in level-0 px: each in exactly one tile's core
+    iy, ix = np.nonzero(smear.analysed)
+    x, y = (ix + 0.5) * smear.scale, (iy + 0.5) * smear.scale
+    owners = sum(tile.owns(x, y).astype(int) for tile in tiles)
+    assert np.all(owners == 1)
+    assert all(smear.analysed_box(*tile.core) is not None for tile in tiles)
+    trimmed = [t for t in tiles if (t.width_px, t.height_px) != (detector.tile_size,) * 2]
+    assert trimmed and all(t.x1 - t.x0 < full_side or t.y1 - t.y0 < full_side for t in trimmed)
+    # a trimmed tile still holds its analysed core grown by half the overlap (the largest cell's radius)
+    margin = detector.mpp.px(15.0) * tiles[0].scale
+    w, h = slide.dimensions
+    for t in trimmed:
+        box = smear.analysed_box(*t.core)
+        assert t.x0 <= max(box.x0 - margin, 0) and t.y0 <= max(box.y0 - margin, 0)
+        assert t.x1 >= min(box.x1 + margin, w) - 1e-6 and t.y1 >= min(box.y1 + margin, h) - 1e-6
 
 
 @pytest.mark.parametrize("backend", ["openslide", "tifffile"])
@@ -122,6 +145,14 @@ def test_batch_buffer_stacks_images_and_batches_in_order():
     out = buffer.stack([a, b])
     assert out.shape == (3, 4, 4, 3) and out[0].max() == 1 and out[1:].min() == 2
     assert buffer.stack([b]).shape == (2, 4, 4, 3)
+
+
+def test_batch_buffer_reuses_its_memory_for_batches_of_other_shapes():
+    buffer = BatchBuffer(pinned=False)
+    big = buffer.stack([np.full((4, 8, 8, 3), 1, np.uint8), np.full((8, 8, 3), 2, np.uint8)])
+    small = buffer.stack([np.full((3, 4, 6, 3), 3, np.uint8), np.full((4, 6, 3), 4, np.uint8)])
+    assert small.shape == (4, 4, 6, 3) and small[:3].min() == small[:3].max() == 3 and small[3].min() == 4
+    assert np.shares_memory(big, small)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="page-locked memory needs CUDA, absent here")

@@ -9,7 +9,7 @@ from bmpipe.imaging.tiles import tile_grid
 def detect_in_tile(tile, centres, radius):
     """A perfect detector: every cell overlapping the tile, its box clipped to the tile (cut at borders)."""
     t0x, t0y = tile.x0, tile.y0
-    t1x, t1y = t0x + tile.size_px * tile.scale, t0y + tile.size_px * tile.scale
+    t1x, t1y = tile.x1, tile.y1
     boxes = np.column_stack([centres - radius, centres + radius])
     boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], t0x, t1x)
     boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], t0y, t1y)
@@ -50,10 +50,59 @@ def test_overlap_must_be_under_half_a_tile():
         list(tile_grid(1000, 1000, 1.0, 100, 50))
 
 
-def test_keep_filters_tiles():
-    all_tiles = list(tile_grid(2000, 1000, 1.0, 512, 64))
-    left = list(tile_grid(2000, 1000, 1.0, 512, 64, keep=lambda x0, y0, x1, y1: x1 <= 1000))
-    assert 0 < len(left) < len(all_tiles)
+@settings(max_examples=40, deadline=None)
+@given(
+    width=st.integers(300, 5000),
+    height=st.integers(300, 5000),
+    scale=st.sampled_from([1.0, 2.5, 4.0]),
+    multiple=st.sampled_from([1, 8, 32]),
+    seed=st.integers(0, 10_000),
+)
+def test_tiles_trimmed_to_an_area_still_see_its_cells_whole_and_once(width, height, scale, multiple, seed):
+    """Cells centred in an analysed box are owned once and seen whole by tiles trimmed to the box's part of
+    their core grown by half the overlap."""
+    radius = 60.0
+    overlap_px = int(np.ceil(2 * radius / scale)) + 2
+    size_px = max(2 * overlap_px + 4, 128)
+    margin = overlap_px * scale / 2
+    rng = np.random.default_rng(seed)
+    ax0, ax1 = np.sort(rng.uniform(0, width, 2))
+    ay0, ay1 = np.sort(rng.uniform(0, height, 2))
+    centres = rng.uniform([ax0, ay0], [ax1, ay1], size=(200, 2))
+    owners = np.zeros(len(centres), dtype=int)
+    for full in tile_grid(width, height, scale, size_px, overlap_px):
+        cx0, cy0, cx1, cy1 = full.core
+        box = max(cx0, ax0), max(cy0, ay0), min(cx1, ax1), min(cy1, ay1)
+        if box[0] >= box[2] or box[1] >= box[3]:
+            continue
+        tile = full.trimmed((box[0] - margin, box[1] - margin, box[2] + margin, box[3] + margin), multiple)
+        assert tile.core == full.core
+        assert full.x0 <= tile.x0 and tile.x1 <= full.x1 + 1e-9 and full.y0 <= tile.y0 and tile.y1 <= full.y1 + 1e-9
+        for side in (tile.width_px, tile.height_px):
+            assert side % multiple == 0 or side == size_px
+        index, local = detect_in_tile(tile, centres, radius)
+        level0 = tile.to_level0(local)
+        cx, cy = (level0[:, 0] + level0[:, 2]) / 2, (level0[:, 1] + level0[:, 3]) / 2
+        owned = tile.owns(cx, cy)
+        owners[index[owned]] += 1
+        whole = np.isclose(level0[owned, 2] - level0[owned, 0], 2 * radius)
+        at_edge = (centres[index[owned], 0] < radius) | (centres[index[owned], 0] > width - radius)
+        assert np.all(whole | at_edge)
+    assert np.all(owners == 1)
+
+
+def test_trimming_to_a_box_outside_the_tile_is_refused():
+    tile = next(tile_grid(2000, 1000, 1.0, 512, 64))
+    with pytest.raises(ValueError, match="outside the tile"):
+        tile.trimmed((600.0, 10.0, 700.0, 20.0))
+
+
+def test_a_trimmed_tile_is_rounded_up_within_the_tile():
+    tile = next(tile_grid(2000, 1000, 2.0, 512, 64))  # 1024 level-0 px a side
+    trimmed = tile.trimmed((1000.0, 100.0, 1030.0, 181.0), multiple=32)
+    # x: 12 tile px from px 500, rounded up to 32 and moved back inside the tile; y: 41 px from px 50 -> 64
+    assert (trimmed.width_px, trimmed.height_px) == (32, 64)
+    assert (trimmed.x0, trimmed.y0, trimmed.x1) == (960.0, 100.0, 1024.0)
 
 
 def test_a_border_cell_seen_a_pixel_apart_by_two_tiles_is_counted_once():

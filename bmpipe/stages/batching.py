@@ -8,6 +8,7 @@ call returns, by which time its results have been copied back and the transfer i
 
 from __future__ import annotations
 
+import math
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -18,11 +19,12 @@ import torch
 
 
 class BatchBuffer:
-    """A growing uint8 buffer that batches of same-shaped images are stacked into."""
+    """A growing uint8 buffer that batches of same-shaped images are stacked into; batches of another shape
+    reuse the same memory, so it is allocated (and pinned) only when a batch outgrows it."""
 
     def __init__(self, pinned: bool | None = None) -> None:
         self.pinned = torch.cuda.is_available() if pinned is None else pinned
-        self._buffer: np.ndarray | None = None
+        self._buffer = np.empty(0, np.uint8)
 
     def stack(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """(N, *image shape) uint8 view of the buffer holding ``images`` (a list of arrays or batches of them);
@@ -30,18 +32,18 @@ class BatchBuffer:
         parts = [im[None] if im.ndim == 3 else im for im in images]
         if len(parts) == 1 and not self.pinned:  # already one batch, and no pinned copy to make
             return np.ascontiguousarray(parts[0], dtype=np.uint8)
-        n = sum(len(p) for p in parts)
-        shape = parts[0].shape[1:]
-        if self._buffer is None or self._buffer.shape[1:] != shape or len(self._buffer) < n:
-            self._buffer = self._allocate((n, *shape))
-        out = self._buffer[:n]
+        shape = (sum(len(p) for p in parts), *parts[0].shape[1:])
+        size = math.prod(shape)
+        if len(self._buffer) < size:
+            self._buffer = self._allocate(size)
+        out = self._buffer[:size].reshape(shape)
         np.concatenate(parts, axis=0, out=out)
         return out
 
-    def _allocate(self, shape: tuple[int, ...]) -> np.ndarray:
+    def _allocate(self, size: int) -> np.ndarray:
         if self.pinned:
-            return torch.empty(shape, dtype=torch.uint8, pin_memory=True).numpy()
-        return np.empty(shape, np.uint8)
+            return torch.empty(size, dtype=torch.uint8, pin_memory=True).numpy()
+        return np.empty(size, np.uint8)
 
 
 class StageClock:

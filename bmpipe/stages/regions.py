@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -40,12 +41,22 @@ class SmearMap:
         iy = np.clip((np.asarray(y) / self.scale).astype(np.int64), 0, h - 1)
         return self.analysed[iy, ix]
 
-    def touches_analysed(self, x0: float, y0: float, x1: float, y1: float) -> bool:
-        """Whether a level-0 box overlaps the analysed area at all."""
+    def analysed_box(self, x0: float, y0: float, x1: float, y1: float) -> Box | None:
+        """The part of a level-0 box that holds its analysed points (see ``analysed_at``), as a box; ``None``
+        where it holds none."""
         h, w = self.analysed.shape
         i0, j0 = max(0, int(y0 / self.scale)), max(0, int(x0 / self.scale))
-        i1, j1 = min(h, int(np.ceil(y1 / self.scale))), min(w, int(np.ceil(x1 / self.scale)))
-        return bool(self.analysed[i0:i1, j0:j1].any())
+        i1, j1 = min(h, math.ceil(y1 / self.scale)), min(w, math.ceil(x1 / self.scale))
+        rows = np.flatnonzero(self.analysed[i0:i1, j0:j1].any(axis=1))
+        if len(rows) == 0:
+            return None
+        cols = np.flatnonzero(self.analysed[i0 + rows[0] : i0 + rows[-1] + 1, j0:j1].any(axis=0))
+        return Box(
+            max(x0, (j0 + cols[0]) * self.scale),
+            max(y0, (i0 + rows[0]) * self.scale),
+            min(x1, (j0 + cols[-1] + 1) * self.scale),
+            min(y1, (i0 + rows[-1] + 1) * self.scale),
+        )
 
     def zone_fractions(self) -> dict[str, float]:
         """Share of the smear (not glass) in each zone."""
