@@ -27,6 +27,10 @@ def test_bench_writes_one_row_per_size_with_sane_values(tmp_path, capsys):
     assert sum(row["stages"].values()) <= row["wall_s"] * 1.01
     assert 100 < row["peak_rss_mb"] < 3 * 1024
     assert row["tiles"]["tiles_read"] >= 1
+    # the reads done again alone, and what is left of the CPU time once they and the models are taken out
+    assert 0 < row["reads_alone_s"] and 0 < row["reads_alone_cpu_s"]
+    left = row["cpu_s"] - row["models_alone_cpu_s"] - row["reads_alone_cpu_s"]
+    assert abs(row["other_cpu_s"] - left) <= 0.02
     assert str(row["cells"]) in capsys.readouterr().out  # the table printed
     assert (tmp_path / "slides" / "phantom-60.tiff").exists()
     assert row["spill_mb"] > 0 and not list(Path(row["spill_dir"]).glob("bmpipe-bench-spill-*"))
