@@ -34,6 +34,10 @@ class Box:
     def height(self) -> float:
         return self.y1 - self.y0
 
+    def grown(self, margin: float) -> Box:
+        """This box with ``margin`` level-0 px added on every side."""
+        return Box(self.x0 - margin, self.y0 - margin, self.x1 + margin, self.y1 + margin)
+
 
 @dataclass(frozen=True)
 class Region:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from bmpipe.records import Box
+
 
 @dataclass(frozen=True)
 class Tile:
@@ -37,13 +39,12 @@ class Tile:
     def y1(self) -> float:
         return self.y0 + self.height_px * self.scale
 
-    def trimmed(self, box: tuple[float, float, float, float], multiple: int = 1) -> Tile:
-        """The part of this tile that holds the level-0 ``box`` (x0, y0, x1, y1), on the tile's pixel grid, its
-        sides rounded up to a multiple of ``multiple`` tile pixels (never past the tile) so that a model with that
-        stride needs no padding. The core is kept: the trimmed tile owns the same cells, if ``box`` holds them
-        whole."""
-        x0, width = _span(self.x0, self.width_px, self.scale, box[0], box[2], multiple)
-        y0, height = _span(self.y0, self.height_px, self.scale, box[1], box[3], multiple)
+    def trimmed(self, box: Box, multiple: int = 1) -> Tile:
+        """The part of this tile that holds the level-0 ``box``, on the tile's pixel grid, its sides rounded up
+        to a multiple of ``multiple`` tile pixels (never past the tile) so that a model with that stride needs no
+        padding. The core is kept: the trimmed tile owns the same cells, if ``box`` holds them whole."""
+        x0, width = _span(self.x0, self.width_px, self.scale, box.x0, box.x1, multiple)
+        y0, height = _span(self.y0, self.height_px, self.scale, box.y0, box.y1, multiple)
         return replace(self, x0=x0, y0=y0, width_px=width, height_px=height)
 
     def to_level0(self, boxes: np.ndarray) -> np.ndarray:

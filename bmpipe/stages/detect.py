@@ -88,8 +88,7 @@ def plan_tiles(slide: Slide, smear: SmearMap, detector: Detector) -> list[Tile]:
     for tile in tile_grid(w, h, scale, detector.tile_size, overlap_px):
         box = smear.analysed_box(*tile.core)
         if box is not None:
-            grown = (box.x0 - margin, box.y0 - margin, box.x1 + margin, box.y1 + margin)
-            tiles.append(tile.trimmed(grown, TRIM_MULTIPLE_PX))
+            tiles.append(tile.trimmed(box.grown(margin), TRIM_MULTIPLE_PX))
     return tiles
 
 
