@@ -17,7 +17,7 @@ from bmpipe.slide.openslide_backend import OpenSlideSlide
 from bmpipe.slide.tiff_backend import TiffSlide
 from bmpipe.stages.batching import BatchBuffer
 from bmpipe.stages.classify import classify_cells
-from bmpipe.stages.detect import TileStats, detect_cells, plan_tiles
+from bmpipe.stages.detect import OVERLAP_UM, TileStats, detect_cells, plan_tiles, read_tile
 from bmpipe.stages.reading import SlideReaders
 from bmpipe.stages.regions import find_smear
 from bmpipe.stages.stream import detect_and_classify
@@ -38,7 +38,7 @@ def per_cell_reference(slide, smear, models) -> Cells:
     detector, classifier = models.detector, models.classifier
     found = []
     for tile in plan_tiles(slide, smear, detector):
-        image = slide.read_region(tile.x0, tile.y0, tile.width_px, tile.height_px, detector.mpp)
+        image = read_tile(slide, tile, detector.mpp)
         boxes, scores = detector.detect(image[None])[0]
         if len(boxes):
             cells = Cells.from_boxes(tile.to_level0(boxes), scores)
@@ -96,7 +96,7 @@ def test_planned_tiles_cover_the_analysed_area_and_are_trimmed_to_it(phantom, mo
     trimmed = [t for t in tiles if (t.width_px, t.height_px) != (detector.tile_size,) * 2]
     assert trimmed and all(t.x1 - t.x0 < full_side or t.y1 - t.y0 < full_side for t in trimmed)
     # a trimmed tile still holds its analysed core grown by half the overlap (the largest cell's radius)
-    margin = detector.mpp.px(15.0) * tiles[0].scale
+    margin = detector.mpp.px(OVERLAP_UM / 2) * tiles[0].scale
     w, h = slide.dimensions
     for t in trimmed:
         box = smear.analysed_box(*t.core)

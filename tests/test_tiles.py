@@ -4,6 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bmpipe.imaging.tiles import tile_grid
+from bmpipe.records import Box
 
 
 def detect_in_tile(tile, centres, radius):
@@ -16,6 +17,20 @@ def detect_in_tile(tile, centres, radius):
     seen = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     local = (boxes[seen] - [t0x, t0y, t0x, t0y]) / tile.scale
     return np.flatnonzero(seen), local
+
+
+def owned_and_whole(tile, centres, radius, slide_width):
+    """Indices of the cells ``tile`` owns under the perfect detector; asserts that an owned cell is never cut by
+    its tile, unless the slide's own edge cuts it."""
+    index, local = detect_in_tile(tile, centres, radius)
+    level0 = tile.to_level0(local)
+    cx, cy = (level0[:, 0] + level0[:, 2]) / 2, (level0[:, 1] + level0[:, 3]) / 2
+    mine = tile.owns(cx, cy)
+    owned = index[mine]
+    whole = np.isclose(level0[mine, 2] - level0[mine, 0], 2 * radius)
+    at_edge = (centres[owned, 0] < radius) | (centres[owned, 0] > slide_width - radius)
+    assert np.all(whole | at_edge)
+    return owned
 
 
 @settings(max_examples=40, deadline=None)
@@ -33,15 +48,7 @@ def test_every_cell_is_owned_by_exactly_one_tile_and_seen_whole(width, height, s
     centres = rng.uniform([0, 0], [width, height], size=(200, 2))
     owners = np.zeros(len(centres), dtype=int)
     for tile in tile_grid(width, height, scale, size_px, overlap_px):
-        index, local = detect_in_tile(tile, centres, radius)
-        level0 = tile.to_level0(local)
-        cx, cy = (level0[:, 0] + level0[:, 2]) / 2, (level0[:, 1] + level0[:, 3]) / 2
-        owned = tile.owns(cx, cy)
-        owners[index[owned]] += 1
-        # an owned cell is never cut by its tile, unless the slide's own edge cuts it
-        whole = np.isclose(level0[owned, 2] - level0[owned, 0], 2 * radius)
-        at_edge = (centres[index[owned], 0] < radius) | (centres[index[owned], 0] > width - radius)
-        assert np.all(whole | at_edge)
+        owners[owned_and_whole(tile, centres, radius, width)] += 1
     assert np.all(owners == 1)
 
 
@@ -75,31 +82,24 @@ def test_tiles_trimmed_to_an_area_still_see_its_cells_whole_and_once(width, heig
         box = max(cx0, ax0), max(cy0, ay0), min(cx1, ax1), min(cy1, ay1)
         if box[0] >= box[2] or box[1] >= box[3]:
             continue
-        tile = full.trimmed((box[0] - margin, box[1] - margin, box[2] + margin, box[3] + margin), multiple)
+        tile = full.trimmed(Box(*box).grown(margin), multiple)
         assert tile.core == full.core
         assert full.x0 <= tile.x0 and tile.x1 <= full.x1 + 1e-9 and full.y0 <= tile.y0 and tile.y1 <= full.y1 + 1e-9
         for side in (tile.width_px, tile.height_px):
             assert side % multiple == 0 or side == size_px
-        index, local = detect_in_tile(tile, centres, radius)
-        level0 = tile.to_level0(local)
-        cx, cy = (level0[:, 0] + level0[:, 2]) / 2, (level0[:, 1] + level0[:, 3]) / 2
-        owned = tile.owns(cx, cy)
-        owners[index[owned]] += 1
-        whole = np.isclose(level0[owned, 2] - level0[owned, 0], 2 * radius)
-        at_edge = (centres[index[owned], 0] < radius) | (centres[index[owned], 0] > width - radius)
-        assert np.all(whole | at_edge)
+        owners[owned_and_whole(tile, centres, radius, width)] += 1
     assert np.all(owners == 1)
 
 
 def test_trimming_to_a_box_outside_the_tile_is_refused():
     tile = next(tile_grid(2000, 1000, 1.0, 512, 64))
     with pytest.raises(ValueError, match="outside the tile"):
-        tile.trimmed((600.0, 10.0, 700.0, 20.0))
+        tile.trimmed(Box(600.0, 10.0, 700.0, 20.0))
 
 
 def test_a_trimmed_tile_is_rounded_up_within_the_tile():
     tile = next(tile_grid(2000, 1000, 2.0, 512, 64))  # 1024 level-0 px a side
-    trimmed = tile.trimmed((1000.0, 100.0, 1030.0, 181.0), multiple=32)
+    trimmed = tile.trimmed(Box(1000.0, 100.0, 1030.0, 181.0), multiple=32)
     # x: 12 tile px from px 500, rounded up to 32 and moved back inside the tile; y: 41 px from px 50 -> 64
     assert (trimmed.width_px, trimmed.height_px) == (32, 64)
     assert (trimmed.x0, trimmed.y0, trimmed.x1) == (960.0, 100.0, 1024.0)
