@@ -20,6 +20,7 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 #: Blocks up to this size come from the heap, and this much freed memory stays in it.
 KEEP_BYTES = 1 << 30
 
+
 def keep_freed_memory() -> bool:
     """Set glibc's malloc to serve and keep blocks up to ``KEEP_BYTES``; setting it again changes nothing.
     False where the C library is not glibc (macOS, musl): there nothing is changed."""
