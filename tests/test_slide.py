@@ -398,3 +398,21 @@ def test_truncated_slide_is_refused(wsi, tmp_path):
     with pytest.raises(SlideError) as caught, open_slide(path, mpp=0.25) as slide:
         slide.overview(4096)
     assert str(caught.value).startswith(f"{path}: ")
+
+
+def test_handles_on_one_file_share_its_decoded_tiles(tmp_path):
+    """Reader threads each reopen the slide; a tile one of them decoded is not decoded again by another."""
+    path = tmp_path / "shared.tif"
+    tifffile.imwrite(path, gradient(0, 0, 1024, 768), tile=(256, 256), compression="jpeg", photometric="rgb")
+    decoded = []
+    with open_slide(path, mpp=0.1) as first, first.reopen() as second:
+        for handle in (first, second):
+            decode = handle._decode
+            handle._decode = lambda level, index, decode=decode: decoded.append(index) or decode(level, index)
+        a = first.read_region(100, 100, 400, 300, first.mpp)
+        assert sorted(decoded) == [1, 4, 5]  # tile 0 was decoded when the first handle opened (its probe)
+        b = second.read_region(100, 100, 400, 300, second.mpp)
+        assert len(decoded) == 3 and second.mpp_source == "user"
+        second.read_region(600, 100, 100, 100, second.mpp)
+        assert decoded[3:] == [2]
+    np.testing.assert_array_equal(a, b)

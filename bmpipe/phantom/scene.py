@@ -8,13 +8,12 @@ do not depend on how the scene is cut into tiles: an object straddling two tiles
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from bmpipe.bounded_cache import BoundedCache
 from bmpipe.phantom.background import Textures, blur_level, rbc_bank
 from bmpipe.phantom.cell import CellSpec, Sprite, draw_cell
 from bmpipe.phantom.palette import Stain
@@ -104,9 +103,7 @@ class Scene:
 
     def __post_init__(self) -> None:
         self._index: GridIndex | None = None
-        self._cache: OrderedDict[tuple[int, float], Sprite] = OrderedDict()
-        self._cache_bytes = 0
-        self._lock = threading.Lock()
+        self._sprites: BoundedCache[Sprite] = BoundedCache(SPRITE_CACHE_BYTES, lambda sprite: sprite.od.nbytes)
 
     def add_rbcs(self, x: np.ndarray, y: np.ndarray, variant: np.ndarray, blur_um: np.ndarray) -> None:
         self.rbc_x = np.concatenate([self.rbc_x, np.asarray(x, np.int64)])
@@ -141,20 +138,7 @@ class Scene:
         """Drawn cell ``i``. Cached by plan and focus: a cell crossing tile borders is drawn once, and
         objects sharing a plan (platelets come from a small bank) share the drawing."""
         c = self.cells[i]
-        key = (id(c.spec), c.blur_um)
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None:
-                self._cache.move_to_end(key)
-                return hit
-        sprite = draw_cell(c.spec, self.mpp, c.blur_um)
-        with self._lock:
-            self._cache[key] = sprite
-            self._cache_bytes += sprite.od.nbytes
-            while self._cache_bytes > SPRITE_CACHE_BYTES and len(self._cache) > 1:
-                _, old = self._cache.popitem(last=False)
-                self._cache_bytes -= old.od.nbytes
-        return sprite
+        return self._sprites.get_or_make((id(c.spec), c.blur_um), lambda: draw_cell(c.spec, self.mpp, c.blur_um))
 
     def render_od(self, x0: int, y0: int, w: int, h: int) -> np.ndarray:
         """Optical density (h, w, 3) of the window at (x0, y0)."""

@@ -114,10 +114,15 @@ class Slide(ABC):
     def reopen(self) -> Self:
         """Another handle on the same file, backend and resolution, for a reader on another thread.
 
-        Handles are never shared between threads: a backend's decoder state (file position, caches) is not
-        guaranteed thread-safe, and a handle of one's own costs only the file's header parse.
+        Handles are never shared between threads: a backend's decoder state (file position) is not
+        guaranteed thread-safe, and a handle of one's own costs only the file's header parse. A backend may
+        share what is thread-safe between them, such as decoded tiles.
         """
-        return type(self)(self.path, self.mpp if self.mpp_source == "user" else None)
+        return self._open_again(self.mpp if self.mpp_source == "user" else None)
+
+    def _open_again(self, user_mpp: Mpp | None) -> Self:
+        """A new handle on this file with ``user_mpp``, the user's resolution if one was given."""
+        return type(self)(self.path, user_mpp)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r}, {self.dimensions[0]}×{self.dimensions[1]}, {self.mpp})"
