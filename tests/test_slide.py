@@ -6,8 +6,10 @@ import re
 import time
 import tracemalloc
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
+import imagecodecs
 import numpy as np
 import openslide
 import pytest
@@ -17,7 +19,7 @@ from bmpipe.errors import SlideError
 from bmpipe.resolution import Mpp
 from bmpipe.slide import open_slide, slide_id, tiff_backend, write_pyramidal_tiff
 from bmpipe.slide.openslide_backend import OpenSlideSlide
-from bmpipe.slide.resample import best_level, resample
+from bmpipe.slide.resample import best_level, best_reduction, resample
 from bmpipe.slide.tiff_backend import TiffSlide
 from bmpipe.train.datasets import data_root
 
@@ -181,6 +183,83 @@ def test_best_level_and_resample_geometry():
     assert np.abs(half[0, :, 0].astype(int) - np.arange(21, 61, 2)).max() <= 1
     pairs = resample(ramp, 10, 0, 2.0, 20, 2)  # each output pixel averages two source pixels
     assert np.abs(pairs[0, :, 0].astype(int) - np.arange(21, 101, 4)).max() <= 1
+
+
+def test_best_reduction_never_decodes_coarser_than_asked():
+    assert best_reduction((1, 2, 4, 8), 2.5) == 2
+    assert best_reduction((1, 2, 4, 8), 3.99) == 4  # within 1 %, as for levels
+    assert best_reduction((1, 2, 4, 8), 100.0) == 8
+    assert best_reduction((1, 2, 4, 8), 1.5) == 1
+    assert best_reduction((1,), 16.0) == 1
+
+
+def textured(width: int, height: int) -> np.ndarray:
+    """Blurred noise, grains of about 0.6 µm at 0.1 µm/px with a smear's contrast (standard deviation ~55)."""
+    noise = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    blurred = cv2.GaussianBlur(noise, (0, 0), 6).astype(np.float64)
+    return np.clip((blurred - blurred.mean()) * 16 + 128, 0, 255).astype(np.uint8)
+
+
+def test_jpeg_tiles_are_decoded_smaller_for_coarser_reads(tmp_path):
+    """A read 2.5× coarser than the level decodes its JPEG tiles at 1/2, one 4× coarser at 1/4: the same
+    picture as decoding them whole and averaging, to within 2.5 grey levels on average (reading one level-0
+    pixel to the side differs by more than 4)."""
+    path = tmp_path / "field.tif"
+    tifffile.imwrite(path, textured(1300, 1000), tile=(256, 256), compression="jpeg", photometric="rgb")
+    with open_slide(path, mpp=0.1) as slide, open_slide(path, mpp=0.1) as whole_tiles:
+        assert slide.backend == "tifffile" and slide._reductions(0) == (1, 2, 4, 8)
+        whole_tiles._reductions = lambda level: (1,)
+        reductions = []
+        read_reduced = slide._read_reduced
+
+        def spy(level, reduction, *box):
+            reductions.append(reduction)
+            return read_reduced(level, reduction, *box)
+
+        slide._read_reduced = spy
+        for mpp, x, y, side, reduction in [(0.25, 123.4, 77.7, 300, 2), (0.4, 10, 20, 200, 4), (0.4, 1000, 0, 100, 4)]:
+            reductions.clear()
+            ours = slide.read_region(x, y, side, side, Mpp(mpp))
+            reference = whole_tiles.read_region(x, y, side, side, Mpp(mpp))
+            assert set(reductions) == {reduction}
+            assert np.abs(ours.astype(int) - reference).mean() < 2.5
+            xs, ys = [x, x + 37, x + 401], [y, y + 250, y + 3]
+            np.testing.assert_array_equal(
+                slide.read_regions(xs, ys, side, side, Mpp(mpp)),
+                np.stack([slide.read_region(bx, by, side, side, Mpp(mpp)) for bx, by in zip(xs, ys)]),
+            )
+        beyond = slide.read_region(1000, 0, 100, 100, Mpp(0.4))  # level 0 ends at x = 1300: 75 px at 0.4 µm/px
+        assert (beyond[:, 75:] == 255).all() and (beyond[:, :75] != 255).any()
+        reductions.clear()
+        slide.read_region(0, 0, 100, 100, Mpp(0.15))
+        assert reductions == []  # 1.5× coarser: whole tiles, as 1/2 would be coarser than asked
+        image, _ = slide.overview(max_side=300)  # 4.3× coarser, yet whole tiles: the smear map was tuned so
+        assert reductions == [] and image.shape == (231, 300, 3)
+
+
+def abbreviated(jpeg: bytes) -> tuple[bytes, bytes]:
+    """(tables, tile): a JPEG's quantisation and Huffman tables moved out of it, as libtiff stores a page."""
+    tables, tile, pos = [b"\xff\xd8"], [b"\xff\xd8"], 2
+    while jpeg[pos : pos + 2] != b"\xff\xda":  # up to the start of scan, segment by segment
+        end = pos + 2 + int.from_bytes(jpeg[pos + 2 : pos + 4], "big")
+        (tables if jpeg[pos : pos + 2] in (b"\xff\xdb", b"\xff\xc4") else tile).append(jpeg[pos:end])
+        pos = end
+    return b"".join(tables) + b"\xff\xd9", b"".join(tile) + jpeg[pos:]
+
+
+def test_jpeg_tables_shared_by_a_page_are_spliced_into_each_tile(wsi):
+    """libtiff writes one table set per page and abbreviated tiles: a tile decoded smaller gets the tables."""
+    jpeg = bytes(imagecodecs.jpeg8_encode(textured(256, 256), level=90))
+    tables, tile = abbreviated(jpeg)
+    assert len(tile) < len(jpeg) and not tile.count(b"\xff\xdb")
+    level = SimpleNamespace(segment_width=256, segment_height=256, page=SimpleNamespace(jpegtables=tables))
+    standalone = SimpleNamespace(segment_width=256, segment_height=256, page=SimpleNamespace(jpegtables=None))
+    np.testing.assert_array_equal(
+        tiff_backend._decode_reduced(level, tile, 2), tiff_backend._decode_reduced(standalone, jpeg, 2)
+    )
+    # Aperio labels its tiles RGB: libjpeg's own guess of their colour space is not trusted, they decode whole.
+    with TiffSlide(wsi / "cmu-1-small-region.svs", 0.25) as slide:
+        assert slide._reductions(0) == (1,)
 
 
 # --- the other backends ----------------------------------------------------------------------------------
@@ -408,7 +487,9 @@ def test_handles_on_one_file_share_its_decoded_tiles(tmp_path):
     with open_slide(path, mpp=0.1) as first, first.reopen() as second:
         for handle in (first, second):
             decode = handle._decode
-            handle._decode = lambda level, index, decode=decode: decoded.append(index) or decode(level, index)
+            handle._decode = lambda level, index, reduction, decode=decode: (
+                decoded.append(index) or decode(level, index, reduction)
+            )
         a = first.read_region(100, 100, 400, 300, first.mpp)
         assert sorted(decoded) == [1, 4, 5]  # tile 0 was decoded when the first handle opened (its probe)
         b = second.read_region(100, 100, 400, 300, second.mpp)

@@ -27,6 +27,11 @@ def best_level(level_downsamples: Sequence[float], level0_mpp: float, target_mpp
     return best
 
 
+def best_reduction(reductions: Sequence[int], scale: float) -> int:
+    """The largest factor a level can be decoded smaller by without becoming coarser than ``scale`` (1 if none)."""
+    return max((r for r in reductions if r <= scale * LEVEL_TOLERANCE), default=1)
+
+
 def source_box(start: float, size_out: int, scale: float, margin: int) -> tuple[int, int]:
     """Integer source span ``[lo, hi)`` covering ``size_out`` output pixels from ``start`` at ``scale``."""
     lo = math.floor(start + _EXACT) - margin

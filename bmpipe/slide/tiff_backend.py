@@ -3,7 +3,8 @@
 OpenSlide reads an OME-TIFF as a one-level generic TIFF without resolution (its pyramid lives in SubIFDs),
 so OME files come here first. Large levels are never decoded whole: a read decodes only the tiles or strips
 it overlaps, straight from their byte ranges, and keeps recent ones for neighbouring reads, shared by every
-handle on the file (each reader thread has its own).
+handle on the file (each reader thread has its own). JPEG tiles are decoded at 1/2, 1/4 or 1/8 of their size
+when a read needs no more (libjpeg's DCT scaling, through OpenCV).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import tifffile
 
@@ -32,17 +34,29 @@ SEGMENT_CACHE_BYTES = 128 * 2**20
 
 _MINISWHITE, _MINISBLACK, _RGB, _YCBCR = 0, 1, 2, 6
 _JPEG_COMPRESSIONS = {6, 7, 33007, 34892}
+_JPEG = 7
+#: OpenCV's reads of a JPEG decoded at 1/r, by r (libjpeg's ``scale_denom``).
+_JPEG_READS = {
+    1: cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION,
+    2: cv2.IMREAD_REDUCED_COLOR_2 | cv2.IMREAD_IGNORE_ORIENTATION,
+    4: cv2.IMREAD_REDUCED_COLOR_4 | cv2.IMREAD_IGNORE_ORIENTATION,
+    8: cv2.IMREAD_REDUCED_COLOR_8 | cv2.IMREAD_IGNORE_ORIENTATION,
+}
+#: The factors a JPEG can be decoded smaller by.
+JPEG_REDUCTIONS = tuple(_JPEG_READS)
 
 
 @dataclass(frozen=True)
 class _Level:
-    """One pyramid level: its page and how its pixels are cut into segments (tiles or strips)."""
+    """One pyramid level: its page, how its pixels are cut into segments (tiles or strips), and the factors its
+    segments can be decoded smaller by."""
 
     page: tifffile.TiffPage
     width: int
     height: int
     segment_width: int
     segment_height: int
+    reductions: tuple[int, ...]
 
     @property
     def segments_across(self) -> int:
@@ -64,7 +78,7 @@ class TiffSlide(Slide):
         except Exception as err:  # any parse failure means "not a TIFF tifffile can read"
             raise BackendRefused(f"{err}") from err
         self._lock = threading.Lock()
-        #: Decoded segments by (level, index): this file's, shared with the handles ``reopen`` makes.
+        #: Decoded segments by (level, reduction, index): this file's, shared with the handles ``reopen`` makes.
         self._segments = segments or BoundedCache(SEGMENT_CACHE_BYTES, lambda segment: segment.nbytes)
         try:
             self._levels = self._parse_levels(path)
@@ -100,13 +114,23 @@ class TiffSlide(Slide):
             raise BackendRefused("a flat TIFF, read as an image")
         return [_describe_level(level) for level in levels]
 
+    def _reductions(self, level: int) -> tuple[int, ...]:
+        return self._levels[level].reductions
+
     def _read_level(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        return self._read_segments(level, 1, x, y, width, height)
+
+    def _read_reduced(self, level: int, reduction: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        return self._read_segments(level, reduction, x, y, width, height)
+
+    def _read_segments(self, level: int, reduction: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         lv = self._levels[level]
+        segment_w, segment_h = lv.segment_width // reduction, lv.segment_height // reduction
         out = np.empty((height, width, 3), np.uint8)
-        for row in range(y // lv.segment_height, (y + height - 1) // lv.segment_height + 1):
-            for col in range(x // lv.segment_width, (x + width - 1) // lv.segment_width + 1):
-                segment = self._segment(level, row * lv.segments_across + col)
-                top, left = row * lv.segment_height, col * lv.segment_width
+        for row in range(y // segment_h, (y + height - 1) // segment_h + 1):
+            for col in range(x // segment_w, (x + width - 1) // segment_w + 1):
+                segment = self._segment(level, row * lv.segments_across + col, reduction)
+                top, left = row * segment_h, col * segment_w
                 y0, y1 = max(y, top), min(y + height, top + segment.shape[0])
                 x0, x1 = max(x, left), min(x + width, left + segment.shape[1])
                 out[y0 - y : y1 - y, x0 - x : x1 - x] = segment[y0 - top : y1 - top, x0 - left : x1 - left]
@@ -115,16 +139,17 @@ class TiffSlide(Slide):
     def _open_again(self, user_mpp: Mpp | None) -> TiffSlide:
         return TiffSlide(self.path, user_mpp, self._segments)
 
-    def _segment(self, level: int, index: int) -> np.ndarray:
-        """Decoded RGB of one tile or strip (white where the file stores none); never written to."""
-        return self._segments.get_or_make((level, index), lambda: self._decode(level, index))
+    def _segment(self, level: int, index: int, reduction: int) -> np.ndarray:
+        """Decoded RGB of one tile or strip at 1/``reduction`` (white where the file stores none); never
+        written to."""
+        return self._segments.get_or_make((level, reduction, index), lambda: self._decode(level, index, reduction))
 
-    def _decode(self, level: int, index: int) -> np.ndarray:
+    def _decode(self, level: int, index: int, reduction: int) -> np.ndarray:
         lv = self._levels[level]
         page = lv.page
         count = page.databytecounts[index]
         if count == 0:  # sparse file: the tile was never written
-            rgb = np.full((lv.segment_height, lv.segment_width, 3), 255, np.uint8)
+            rgb = np.full((lv.segment_height // reduction, lv.segment_width // reduction, 3), 255, np.uint8)
         else:
             with self._lock:
                 handle = self._tif.filehandle
@@ -132,16 +157,57 @@ class TiffSlide(Slide):
                 data = handle.read(count)
             if len(data) != count:
                 raise ValueError(f"tile {index} is cut short: the file is truncated")
-            decoded, _, _ = page.decode(data, index, jpegtables=page.jpegtables, jpegheader=page.jpegheader)
-            samples = decoded.reshape(decoded.shape[-3:])
-            if page.photometric == _MINISWHITE:
-                samples = np.iinfo(samples.dtype).max - samples
-            rgb = to_rgb8(samples)
+            rgb = _decode_reduced(lv, data, reduction) if reduction > 1 else _decode_whole(page, data, index)
         rgb.flags.writeable = False
         return rgb
 
     def _close_handle(self) -> None:
         self._tif.close()
+
+
+def _decode_whole(page: tifffile.TiffPage, data: bytes, index: int) -> np.ndarray:
+    decoded, _, _ = page.decode(data, index, jpegtables=page.jpegtables, jpegheader=page.jpegheader)
+    samples = decoded.reshape(decoded.shape[-3:])
+    if page.photometric == _MINISWHITE:
+        samples = np.iinfo(samples.dtype).max - samples
+    return to_rgb8(samples)
+
+
+def decode_jpeg(data: bytes, reduction: int = 1) -> np.ndarray | None:
+    """RGB of a JPEG (whose colours libjpeg tells from its markers) decoded at 1/``reduction``, one of
+    ``JPEG_REDUCTIONS``; None if it cannot be decoded."""
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), _JPEG_READS[reduction])
+    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _decode_reduced(level: _Level, data: bytes, reduction: int) -> np.ndarray:
+    """A JPEG tile decoded at 1/``reduction``; tables stored once for the page are spliced in front."""
+    tables = level.page.jpegtables
+    if tables:  # an abbreviated stream: the tables' SOI...(no EOI) then the tile after its SOI
+        data = tables[:-2] + data[2:]
+    rgb = decode_jpeg(data, reduction)
+    shape = (level.segment_height // reduction, level.segment_width // reduction, 3)
+    if rgb is None or rgb.shape != shape:
+        raise ValueError(f"a JPEG tile decodes to {None if rgb is None else rgb.shape}, not {shape}")
+    return rgb
+
+
+def _jpeg_reductions(page: tifffile.TiffPage) -> tuple[int, ...]:
+    """(1, 2, 4, 8) for tiles libjpeg decodes smaller into whole pixels, with the colours tifffile gives; (1,) else.
+
+    Only 8-bit YCbCr JPEG tiles whose sides are multiples of 8: libjpeg converts YCbCr to RGB itself, and a
+    side that 8 divides is divided exactly.
+    """
+    if (
+        page.compression == _JPEG
+        and page.photometric == _YCBCR
+        and page.is_tiled
+        and page.bitspersample == 8
+        and page.tilewidth % 8 == 0
+        and page.tilelength % 8 == 0
+    ):
+        return JPEG_REDUCTIONS
+    return (1,)
 
 
 def _describe_level(level: tifffile.TiffPageSeries) -> _Level:
@@ -172,7 +238,7 @@ def _describe_level(level: tifffile.TiffPageSeries) -> _Level:
         raise BackendRefused(
             f"corrupt TIFF: {len(page.dataoffsets)} tiles or strips where a {width}×{height} image needs {expected}"
         )
-    return _Level(page, width, height, segment_width, segment_height)
+    return _Level(page, width, height, segment_width, segment_height, _jpeg_reductions(page))
 
 
 def is_ome_tiff(path: Path) -> bool:

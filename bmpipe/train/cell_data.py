@@ -36,6 +36,8 @@ from bmpipe.nn.cell_classifier import (
 )
 from bmpipe.resolution import Mpp
 from bmpipe.slide import IMAGE_SUFFIXES
+from bmpipe.slide.resample import best_reduction
+from bmpipe.slide.tiff_backend import JPEG_REDUCTIONS, decode_jpeg
 from bmpipe.taxonomy import load_taxonomy
 from bmpipe.train.datasets import DATASETS
 
@@ -284,12 +286,14 @@ PHANTOM_HELD_OUT_SEED = 10_007
 
 
 def as_scanned(images: np.ndarray, size_px: int) -> np.ndarray:
-    """Scan-resolution crops JPEG-compressed and area-resampled to ``size_px``, as the pipeline reads them."""
+    """Scan-resolution crops JPEG-compressed and brought to ``size_px`` as the slide reader reads a JPEG level
+    at a coarser resolution: decoded as small as libjpeg can without becoming coarser, then area-resampled."""
     out = np.empty((len(images), size_px, size_px, 3), np.uint8)
     for i, image in enumerate(images):
-        _, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, SCAN_JPEG_QUALITY])
-        out[i] = cv2.resize(cv2.imdecode(jpeg, cv2.IMREAD_UNCHANGED), (size_px, size_px),
-                            interpolation=cv2.INTER_AREA)
+        _, jpeg = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+                               [cv2.IMWRITE_JPEG_QUALITY, SCAN_JPEG_QUALITY])
+        decoded = decode_jpeg(jpeg.tobytes(), best_reduction(JPEG_REDUCTIONS, image.shape[1] / size_px))
+        out[i] = cv2.resize(decoded, (size_px, size_px), interpolation=cv2.INTER_AREA)
     return out
 
 
