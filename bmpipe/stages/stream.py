@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 #: Tiles whose crops may be in flight on the readers before the main thread waits for the oldest.
 CROPS_IN_FLIGHT = 8
+#: Tiles per detector call and crops per classifier call, by default.
+DETECT_BATCH = 4
+CLASSIFY_BATCH = 256
 
 
 class _Batches:
@@ -74,8 +77,8 @@ def detect_and_classify(
     classifier: Classifier,
     stats: TileStats | None = None,
     *,
-    detect_batch: int = 4,
-    classify_batch: int = 256,
+    detect_batch: int = DETECT_BATCH,
+    classify_batch: int = CLASSIFY_BATCH,
     workers: int = DEFAULT_WORKERS,
     quality: QualityThresholds | None = None,
     clock: StageClock | None = None,
