@@ -37,6 +37,7 @@ from bmpipe.nn.cell_classifier import (
 from bmpipe.resolution import Mpp
 from bmpipe.slide import IMAGE_SUFFIXES
 from bmpipe.slide.resample import best_reduction
+from bmpipe.slide.resample import resample as resample_as_read
 from bmpipe.slide.tiff_backend import JPEG_REDUCTIONS, decode_jpeg
 from bmpipe.taxonomy import load_taxonomy
 from bmpipe.train.datasets import DATASETS
@@ -293,7 +294,7 @@ def as_scanned(images: np.ndarray, size_px: int) -> np.ndarray:
         _, jpeg = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
                                [cv2.IMWRITE_JPEG_QUALITY, SCAN_JPEG_QUALITY])
         decoded = decode_jpeg(jpeg.tobytes(), best_reduction(JPEG_REDUCTIONS, image.shape[1] / size_px))
-        out[i] = cv2.resize(decoded, (size_px, size_px), interpolation=cv2.INTER_AREA)
+        out[i] = resample_as_read(decoded, 0.0, 0.0, decoded.shape[1] / size_px, size_px, size_px)
     return out
 
 
