@@ -150,3 +150,28 @@ def test_the_slide_flow_runs_on_its_own_with_the_batch_results(reference, tmp_pa
     assert folder == tmp_path / "marrow-b" and (folder / "run.json").read_text() == (
         out / "marrow-b" / "run.json").read_text()
     assert_same_results(folder, out / "marrow-b")
+
+
+def test_a_slot_left_held_by_a_killed_run_is_freed_when_the_next_local_run_starts():
+    """The local server keeps slot counts in its database and leases in memory: a run killed inside the
+    model stages leaves its slot counted, and without ``free_orphaned_slots`` the next run would wait forever."""
+    from prefect.client.orchestration import get_client
+
+    from flows.gpu import GPU_LIMIT, free_orphaned_slots, gpu_slot, set_gpu_slots
+
+    set_gpu_slots(1)
+    with get_client(sync_client=True) as client:  # what a killed holder leaves: a slot taken, never released
+        client.increment_concurrency_slots_with_lease(names=[GPU_LIMIT], slots=1, mode="concurrency",
+                                                      lease_duration=3600)
+        assert client.read_global_concurrency_limit_by_name(GPU_LIMIT).active_slots == 1
+        assert free_orphaned_slots() == 1
+        assert client.read_global_concurrency_limit_by_name(GPU_LIMIT).active_slots == 0
+    entered = threading.Event()
+
+    def model_stage():
+        with gpu_slot():
+            entered.set()
+
+    thread = threading.Thread(target=model_stage, daemon=True)
+    thread.start()
+    assert entered.wait(timeout=60), "the freed slot could not be taken"

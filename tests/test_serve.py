@@ -4,6 +4,7 @@ run once on a new case folder, and the commands and declarations the worker imag
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import shlex
 import shutil
@@ -115,3 +116,12 @@ def test_one_inbox_run_analyses_a_new_case_folder_and_skips_what_is_done(tmp_pat
     assert set(manifest.status) == {"ok", "skipped"}
 
     assert {o.status for o in process_inbox(inbox, out)} == {"skipped"}  # the next night: nothing new
+
+
+def test_the_compose_server_keeps_gpu_slot_leases_across_restarts():
+    """In memory (Prefect's default) a restarted server forgets who holds the GPU slots and never frees them."""
+    from prefect.server.concurrency.lease_storage import ConcurrencyLeaseStorageModule
+
+    compose = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
+    module = compose["services"]["prefect-server"]["environment"]["PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE"]
+    assert isinstance(importlib.import_module(module), ConcurrencyLeaseStorageModule) and "memory" not in module

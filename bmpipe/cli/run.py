@@ -36,8 +36,10 @@ def show_progress() -> ExitStack:
 
 def _run(args: argparse.Namespace) -> int:
     from flows.batch import analyse_batch, task_runner
+    from flows.gpu import free_orphaned_slots
 
     settings = settings_from(args)
+    free_orphaned_slots()
     if args.fields:
         from flows.fields import analyse_fields
 
