@@ -2,7 +2,8 @@
 
 For each size a phantom slide is generated (or reused) and measured in a fresh Python process, so each
 peak resident memory belongs to that size alone. In the child the models are loaded and warmed up, then the
-stages run as plain functions (smear regions → streamed detection and classification → differential) and
+stages run as plain functions (smear regions → streamed detection and classification, each classified batch
+written to the cell files as the flow does, in a scratch folder beside ``bench.json`` → differential) and
 every batch handed to a model is also spilled to a scratch file, in memory (``/dev/shm``) when there is room.
 The spilling time is taken out of the wall time; spilled to disk, gigabytes of dirty pages would also be
 written back by the kernel while the stages run, on the same cores, and that is not. Then the same tiles and crops are read back and given to the models in the same batches: the sum of
@@ -170,6 +171,7 @@ def warm_up(models) -> None:
 def measure(path: Path, scratch: Path, device: str | None = None) -> dict[str, Any]:
     """Run the stages on one slide, then the models alone on the same batches (see module doc)."""
     from bmpipe.models import load_models
+    from bmpipe.report.cell_files import CellFiles
     from bmpipe.slide import open_slide
     from bmpipe.stages.aggregate import differential
     from bmpipe.stages.batching import StageClock
@@ -183,7 +185,8 @@ def measure(path: Path, scratch: Path, device: str | None = None) -> dict[str, A
         megapixels = slide.dimensions[0] * slide.dimensions[1] / 1e6
     spill_dir = spill_folder(megapixels, scratch)
     log.info("spilling batches to %s", spill_dir)
-    with tempfile.TemporaryDirectory(dir=spill_dir, prefix="bmpipe-bench-spill-") as tmp:
+    with (tempfile.TemporaryDirectory(dir=spill_dir, prefix="bmpipe-bench-spill-") as tmp,
+          tempfile.TemporaryDirectory(dir=scratch, prefix="bmpipe-bench-cells-") as cells_dir):
         tiles_spill, crops_spill = Spill(Path(tmp) / "tiles.raw"), Spill(Path(tmp) / "crops.raw")
         detector = SpillingDetector(models.detector, tiles_spill)
         classifier = SpillingClassifier(models.classifier, crops_spill)
@@ -194,7 +197,9 @@ def measure(path: Path, scratch: Path, device: str | None = None) -> dict[str, A
             smear = find_smear(slide)
             stages["regions"] = time.perf_counter() - t
             t = time.perf_counter()
-            cells = detect_and_classify(slide, smear, detector, classifier, tiles, clock=clock)
+            with CellFiles(Path(cells_dir), slide.id) as cell_files:
+                cells = detect_and_classify(slide, smear, detector, classifier, tiles, clock=clock,
+                                            write_cells=cell_files.write)
             stages["detect+classify"] = time.perf_counter() - t - tiles_spill.seconds - crops_spill.seconds
             t = time.perf_counter()
             differential(cells, slide.id)

@@ -23,6 +23,7 @@ from bmpipe.models import Models, load_models
 from bmpipe.nn.cell_classifier import CROP_PX
 from bmpipe.nn.gradcam import gradcam_overlays
 from bmpipe.records import Cells
+from bmpipe.report.cell_files import CellFiles
 from bmpipe.report.outputs import (
     SlideResult,
     SlideSummary,
@@ -104,10 +105,13 @@ def smear_regions(slide: Slide, mode: RegionsMode) -> SmearMap:
 
 
 @task(name="detect and classify cells", cache_policy=NO_CACHE)
-def detect_classify(slide: Slide, smear: SmearMap, models: Models, tiles: TileStats) -> Cells:
-    """Nucleated cells found on streamed tiles and classified from crops of the same reads (one pass)."""
+def detect_classify(slide: Slide, smear: SmearMap, models: Models, tiles: TileStats,
+                    cell_files: CellFiles | None = None) -> Cells:
+    """Nucleated cells found on streamed tiles and classified from crops of the same reads (one pass), each
+    classified batch written to ``cell_files`` as it comes."""
     with gpu_slot():
-        return detect_and_classify(slide, smear, models.detector, models.classifier, tiles)
+        return detect_and_classify(slide, smear, models.detector, models.classifier, tiles,
+                                   write_cells=cell_files.write if cell_files else None)
 
 
 @task(name="aggregate", cache_policy=NO_CACHE)
@@ -129,8 +133,8 @@ def gradcam_of(models: Models):
 @task(name="report", cache_policy=NO_CACHE)
 def report(slide: Slide, smear: SmearMap, cells: Cells, diff: Differential, tiles: TileStats, models: Models,
            name: str, folder: Path) -> None:
-    """Write the outputs into ``folder`` (the slide's staging folder); the slide's own name is shown only
-    when ``name`` is it."""
+    """Write the outputs into ``folder`` (the slide's staging folder, which has the cell files already); the
+    slide's own name is shown only when ``name`` is it."""
     summary = SlideSummary.of(slide)
     if name != summary.id:  # a pseudonym: the file name would give the patient away
         summary = dataclasses.replace(summary, id=name, file=name + slide.path.suffix.lower())
@@ -146,7 +150,7 @@ def report(slide: Slide, smear: SmearMap, cells: Cells, diff: Differential, tile
         crops=review_crops(slide, cells),
         gallery_overlays=overlay_gallery(gallery, gradcam_of(models), input_px=CROP_PX),
     )
-    fill_slide_folder(result, folder)
+    fill_slide_folder(result, folder, cell_files_written=True)
 
 
 def differential_markdown(diff: Differential) -> str:
@@ -174,7 +178,8 @@ def artifact_key(name: str) -> str:
 
 
 def run_slide(plan: SlidePlan, settings: RunSettings) -> Path:
-    """The stages on one slide, finished atomically into ``plan.folder`` with its ``run.json``.
+    """The stages on one slide, finished atomically into ``plan.folder`` with its ``run.json``; the cell files
+    are written into the staging folder while the cells are classified.
 
     The slide is opened here, from its path, by whichever worker runs this: handles are never pickled.
     """
@@ -182,16 +187,16 @@ def run_slide(plan: SlidePlan, settings: RunSettings) -> Path:
     show(plan.name, "open")
     models = load_models(settings.models_dir, settings.device, detector=settings.detector)
     tiles = TileStats()
-    with open_slide(plan.path, mpp=settings.mpp) as slide:
+    with open_slide(plan.path, mpp=settings.mpp) as slide, finished(plan.folder, plan.record) as staging:
         show(plan.name, "smear regions")
         smear = smear_regions(slide, settings.regions)
         show(plan.name, "detect and classify")
-        cells = detect_classify(slide, smear, models, tiles)
+        with CellFiles(staging, plan.name) as cell_files:
+            cells = detect_classify(slide, smear, models, tiles, cell_files)
         show(plan.name, "aggregate")
         diff = aggregate(cells, plan.name)
         show(plan.name, "report")
-        with finished(plan.folder, plan.record) as staging:
-            report(slide, smear, cells, diff, tiles, models, plan.name, staging)
+        report(slide, smear, cells, diff, tiles, models, plan.name, staging)
     create_markdown_artifact(markdown=differential_markdown(diff), key=artifact_key(plan.name),
                              description=f"Differential of {plan.name}")
     return plan.folder

@@ -34,6 +34,7 @@ def test_bench_writes_one_row_per_size_with_sane_values(tmp_path, capsys):
     assert str(row["cells"]) in capsys.readouterr().out  # the table printed
     assert (tmp_path / "slides" / "phantom-60.tiff").exists()
     assert row["spill_mb"] > 0 and not list(Path(row["spill_dir"]).glob("bmpipe-bench-spill-*"))
+    assert row["stream"]["write cells"] >= 0 and not list(tmp_path.glob("bmpipe-bench-cells-*"))
 
 
 def test_batches_are_spilled_in_memory_only_when_there_is_room(tmp_path, monkeypatch):

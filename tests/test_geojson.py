@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bmpipe.records import Cells
-from bmpipe.report.geojson import cells_geojson
+from bmpipe.report.geojson import write_geojson
 from bmpipe.taxonomy import load_taxonomy
 
 TAX = load_taxonomy()
@@ -19,6 +19,18 @@ def cells_of(labels, scores=None):
     boxes = np.array([[10.0 * i, 5.0 * i, 10.0 * i + 30.25, 5.0 * i + 40.0] for i in range(n)])
     cells = Cells.from_boxes(boxes, np.full(n, 0.8))
     return cells.with_labels(np.array(labels, dtype=object), np.full(n, 0.9) if scores is None else np.array(scores))
+
+
+@pytest.fixture
+def cells_geojson(tmp_path):
+    """The collection ``write_geojson`` writes for ``cells``, parsed as strict JSON (no NaN or Infinity)."""
+
+    def collection(cells, slide_id):
+        path = tmp_path / f"{slide_id}.geojson"
+        write_geojson(path, cells, slide_id)
+        return json.loads(path.read_text("utf-8"), parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
+
+    return collection
 
 
 def check_qupath_feature(feature):
@@ -42,16 +54,16 @@ def check_qupath_feature(feature):
         assert len(cls["color"]) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in cls["color"])
 
 
-def test_every_feature_has_qupaths_detection_form():
+def test_every_feature_has_qupaths_detection_form(cells_geojson):
     labels = list(TAX.codes) + [""]
-    collection = json.loads(json.dumps(cells_geojson(cells_of(labels), "slide-1"), allow_nan=False))
+    collection = cells_geojson(cells_of(labels), "slide-1")
     assert set(collection) == {"type", "features"} and collection["type"] == "FeatureCollection"
     assert len(collection["features"]) == len(labels)
     for feature in collection["features"]:
         check_qupath_feature(feature)
 
 
-def test_boxes_are_level0_pixels_and_classes_carry_the_taxonomy_colour():
+def test_boxes_are_level0_pixels_and_classes_carry_the_taxonomy_colour(cells_geojson):
     collection = cells_geojson(cells_of(["BLA", "EBO"]), "slide-1")
     second = collection["features"][1]
     xs = [p[0] for p in second["geometry"]["coordinates"][0]]
@@ -61,12 +73,12 @@ def test_boxes_are_level0_pixels_and_classes_carry_the_taxonomy_colour():
     assert second["properties"]["measurements"]["cell id"] == 1
 
 
-def test_an_unclassified_cell_has_no_classification():
+def test_an_unclassified_cell_has_no_classification(cells_geojson):
     (feature,) = cells_geojson(cells_of([""]), "slide-1")["features"]
     assert "classification" not in feature["properties"] and feature["properties"]["name"] == "unclassified"
 
 
-def test_ids_are_stable_across_runs_and_distinct_between_slides():
+def test_ids_are_stable_across_runs_and_distinct_between_slides(cells_geojson):
     cells = cells_of(["BLA"] * 5)
     first = [f["id"] for f in cells_geojson(cells, "slide-1")["features"]]
     assert first == [f["id"] for f in cells_geojson(cells, "slide-1")["features"]]
@@ -75,7 +87,10 @@ def test_ids_are_stable_across_runs_and_distinct_between_slides():
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
-def test_a_non_finite_score_never_makes_the_file_invalid_json(bad):
-    collection = cells_geojson(cells_of(["BLA"], scores=[bad]), "slide-1")
-    text = json.dumps(collection, allow_nan=False)  # raises if a NaN/inf slipped through
-    assert "class probability" not in json.loads(text)["features"][0]["properties"]["measurements"]
+def test_a_non_finite_score_never_makes_the_file_invalid_json(bad, cells_geojson):
+    collection = cells_geojson(cells_of(["BLA"], scores=[bad]), "slide-1")  # fails on a NaN/inf in the text
+    assert "class probability" not in collection["features"][0]["properties"]["measurements"]
+
+
+def test_an_empty_slide_is_an_empty_collection(cells_geojson):
+    assert cells_geojson(Cells.empty(), "slide-1") == {"type": "FeatureCollection", "features": []}

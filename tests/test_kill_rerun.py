@@ -55,9 +55,10 @@ def visible_folders(out: Path) -> dict[str, set[str]]:
 
 @pytest.fixture(scope="module")
 def killed_mid_slide(tmp_path_factory):
-    """A run killed at a random moment while its first slide's report is being written: (inbox, out, folders).
+    """A run killed at a random moment while its first slide's outputs are being written (its cell files from
+    the start of detection, then the report): (inbox, out, folders).
 
-    That is the moment a non-atomic writer would leave a folder with some files and not others.
+    That is when a non-atomic writer would leave a folder with some files and not others.
     """
     root = tmp_path_factory.mktemp("killed")
     inbox, out = make_inbox(root / "inbox", slide_files(tmp_path_factory)), root / "out"

@@ -67,17 +67,21 @@ def assert_same_cells(a: Cells, b: Cells) -> None:
 
 def test_streamed_stages_equal_the_per_cell_path(phantom, models):
     # Batches of 3 tiles and 16 crops: several batches, each mixing cells of different tiles, and a partial last one.
+    written: list[Cells] = []
     with open_slide(phantom) as slide:
         smear = find_smear(slide, "all")
         reference = per_cell_reference(slide, smear, models)
         stats = TileStats()
         streamed = detect_and_classify(
-            slide, smear, models.detector, models.classifier, stats, detect_batch=3, classify_batch=16
+            slide, smear, models.detector, models.classifier, stats, detect_batch=3, classify_batch=16,
+            write_cells=written.append,
         )
         separate = classify_cells(slide, detect_cells(slide, smear, models.detector), models.classifier, 16)
     assert len(reference) > 50
     assert stats.tiles_read == len(plan_tiles(slide, smear, models.detector)) and stats.tiles_blurred == 0
     assert_same_cells(streamed, reference)
+    assert [len(c) for c in written[:-1]] == [16] * (len(written) - 1) and 0 < len(written[-1]) <= 16
+    assert_same_cells(Cells.concat(written), streamed)  # each classified batch handed on once, in order
     assert_same_cells(separate, reference)
 
 

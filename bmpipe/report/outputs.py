@@ -1,9 +1,9 @@
 """A slide's output folder, written all or nothing.
 
 ``report.html`` and ``report.pdf`` (people), ``differential.json``, ``cells.parquet`` and ``cells.geojson``
-(machines and QuPath), ``review.csv`` with ``crops/`` (the hematologist's review) and ``figures/`` (the
-overview images and the gallery, kept so that ``bmpipe review import`` can render the report again without
-the slide).
+(machines and QuPath, see ``bmpipe.report.cell_files``), ``review.csv`` with ``crops/`` (the hematologist's
+review) and ``figures/`` (the overview images and the gallery, kept so that ``bmpipe review import`` can
+render the report again without the slide).
 
 Everything is written into a hidden temporary folder beside the final one and renamed into place at the end,
 so a run killed half-way never leaves a folder that looks finished.
@@ -20,11 +20,11 @@ from typing import Any
 
 import cv2
 import numpy as np
-import pandas as pd
 
 from bmpipe import __version__
 from bmpipe.nn.weights import ModelRecord
 from bmpipe.records import Cells
+from bmpipe.report.cell_files import write_cell_files
 from bmpipe.report.content import GalleryItem, ReportContent, SlideSummary, tile_counts
 from bmpipe.report.figures import (
     cell_density,
@@ -34,7 +34,6 @@ from bmpipe.report.figures import (
     overview_with_zones,
     png_bytes,
 )
-from bmpipe.report.geojson import cells_geojson
 from bmpipe.report.html import image_suffix, render_html
 from bmpipe.report.pdf import write_pdf
 from bmpipe.report.review_files import pick_per_class, write_review_files
@@ -84,13 +83,6 @@ class SlideResult:
     @property
     def regions_mode(self) -> str:
         return self.smear.mode if self.smear else "fields"
-
-    def cells_frame(self) -> pd.DataFrame:
-        frame = self.cells.to_frame()
-        frame.insert(0, "cell_id", np.arange(len(frame), dtype=np.int64))
-        if self.cell_fields is not None:
-            frame.insert(1, "field", self.cell_fields.astype(str))
-        return frame
 
 
 def gallery_crops(slide: Slide, cells: Cells, per_class: int = GALLERY_PER_CLASS, seed: int = 0) -> dict[str, list[bytes]]:
@@ -198,12 +190,14 @@ def write_slide_outputs(result: SlideResult, out_dir: Path) -> Path:
     return final
 
 
-def fill_slide_folder(result: SlideResult, folder: Path) -> None:
-    """Write every output of ``result`` into ``folder`` (a staging folder, see ``bmpipe.report.staging``)."""
+def fill_slide_folder(result: SlideResult, folder: Path, *, cell_files_written: bool = False) -> None:
+    """Write every output of ``result`` into ``folder`` (a staging folder, see ``bmpipe.report.staging``);
+    with ``cell_files_written`` its cells are already there, written while they were classified."""
     content = report_content(result)
-    result.cells_frame().to_parquet(folder / "cells.parquet", index=False)
-    if result.smear is not None:  # fields of a case have no common coordinate frame to draw on
-        (folder / "cells.geojson").write_text(json.dumps(cells_geojson(result.cells, result.slide.id)), "utf-8")
+    if not cell_files_written:  # fields of a case have no common coordinate frame to draw a GeoJSON on
+        write_cell_files(folder, result.cells, result.slide.id, geojson=result.smear is not None,
+                         fields=result.cell_fields)
+    if result.smear is not None:
         (folder / "figures").mkdir()
         (folder / OVERVIEW_FILE).write_bytes(content.overview_jpg)
         (folder / DENSITY_FILE).write_bytes(content.density_png)

@@ -24,8 +24,9 @@ import pandas as pd
 from bmpipe import __version__
 from bmpipe.errors import InputError
 from bmpipe.records import Cells
+from bmpipe.report.cell_files import CELLS_GEOJSON, CELLS_TABLE
 from bmpipe.report.content import GalleryItem, ReportContent, SlideSummary
-from bmpipe.report.geojson import cells_geojson
+from bmpipe.report.geojson import write_geojson
 from bmpipe.report.outputs import (
     DENSITY_FILE,
     GALLERY_DIR,
@@ -200,9 +201,9 @@ def rewrite_reviewed(
         frame["corrected_label"] = ""
         for i, label in corrected.items():
             frame.loc[frame.index[i], "corrected_label"] = label
-        frame.to_parquet(staging / "cells.parquet", index=False)
-        if (folder / "cells.geojson").is_file():
-            (staging / "cells.geojson").write_text(json.dumps(cells_geojson(cells, data["slide"])), "utf-8")
+        frame.to_parquet(staging / CELLS_TABLE, index=False)
+        if (folder / CELLS_GEOJSON).is_file():
+            write_geojson(staging / CELLS_GEOJSON, cells, data["slide"])
         write_reports(staging, content)
     return folder
 

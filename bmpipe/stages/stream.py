@@ -2,15 +2,17 @@
 
 One pass over the slide. Reader threads read and judge the next tiles while the detector runs; each tile's
 cells are cropped on a reader thread (one region per block of cells, see ``read_crops``) as soon as they are
-found; the crops of successive tiles are pooled and the classifier always gets full batches. Memory is bounded
-by the read-ahead, the crops waiting for a batch, and the columnar cell records themselves: never the slide
-nor all the crops.
+found; the crops of successive tiles are pooled and the classifier always gets full batches. Each classified
+batch goes to ``write_cells`` as it comes (the flow writes the slide's cell files so). Memory is bounded by
+the read-ahead, the crops waiting for a batch, and the columnar cell records themselves (~100 bytes a cell):
+never the slide nor all the crops.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 
 import numpy as np
@@ -34,12 +36,15 @@ CLASSIFY_BATCH = 256
 
 
 class _Batches:
-    """Crops pooled across tiles, handed to the classifier in full batches, cells kept in arrival order."""
+    """Crops pooled across tiles, handed to the classifier in full batches, cells kept in arrival order and
+    passed on to ``write_cells`` a classified batch at a time."""
 
-    def __init__(self, classifier: Classifier, batch_size: int, clock: StageClock) -> None:
+    def __init__(self, classifier: Classifier, batch_size: int, clock: StageClock,
+                 write_cells: Callable[[Cells], None] | None) -> None:
         self.classifier = classifier
         self.batch_size = batch_size
         self.clock = clock
+        self.write_cells = write_cells
         self.buffer = BatchBuffer()
         self.cells: list[Cells] = []
         self.crops: list[np.ndarray] = []
@@ -64,6 +69,9 @@ class _Batches:
         with self.clock("classifier"):
             pred = self.classifier.predict(crops[:n], batch_size=self.batch_size)
         self.done.append(labelled(cells.take(np.arange(n)), pred))
+        if self.write_cells is not None:
+            with self.clock("write cells"):
+                self.write_cells(self.done[-1])
         rest = np.arange(n, len(cells))
         self.cells = [cells.take(rest)] if len(rest) else []
         self.crops = [crops[n:].copy()] if len(rest) else []
@@ -82,15 +90,17 @@ def detect_and_classify(
     workers: int = DEFAULT_WORKERS,
     quality: QualityThresholds | None = None,
     clock: StageClock | None = None,
+    write_cells: Callable[[Cells], None] | None = None,
 ) -> Cells:
     """Classified nucleated cells of the analysed area, in level-0 pixels and tile order.
 
     The same cells, in the same order, as ``classify_cells(slide, detect_cells(slide, smear, detector), ...)``.
-    ``clock`` collects the seconds spent in each model and waiting for reads.
+    ``clock`` collects the seconds spent in each model and waiting for reads; ``write_cells`` is called with
+    each classified batch, in that order, as soon as it is classified.
     """
     stats = stats if stats is not None else TileStats()
     clock = clock or StageClock()
-    batches = _Batches(classifier, classify_batch, clock)
+    batches = _Batches(classifier, classify_batch, clock, write_cells)
     pending: deque[tuple[Cells, Future[np.ndarray]]] = deque()
 
     def take_oldest() -> None:
