@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+import numpy as np
 
 from bmpipe import benchmark
 from bmpipe.cli import main
@@ -35,6 +39,14 @@ def test_bench_writes_one_row_per_size_with_sane_values(tmp_path, capsys):
     assert (tmp_path / "slides" / "phantom-60.tiff").exists()
     assert row["spill_mb"] > 0 and not list(Path(row["spill_dir"]).glob("bmpipe-bench-spill-*"))
     assert row["stream"]["write cells"] >= 0 and not list(tmp_path.glob("bmpipe-bench-cells-*"))
+
+
+def test_a_measuring_process_reports_its_own_peak_memory_not_its_parents():
+    """Linux's ru_maxrss survives exec: a child of a 1.5 GB parent would report 1.5 GB for itself."""
+    held = np.ones(1_500_000_000 // 8)  # resident in this (the parent) process
+    child = subprocess.run([sys.executable, "-c", "from bmpipe.benchmark import peak_rss; print(peak_rss())"],
+                           capture_output=True, text=True, check=True)
+    assert held.sum() > 0 and int(child.stdout) < 500 * 2**20
 
 
 def test_batches_are_spilled_in_memory_only_when_there_is_room(tmp_path, monkeypatch):
