@@ -6,10 +6,11 @@ stages run as plain functions (smear regions → streamed detection and classifi
 written to the cell files as the flow does, in a scratch folder beside ``bench.json`` → differential) and
 every batch handed to a model is also spilled to a scratch file, in memory (``/dev/shm``) when there is room.
 The spilling time is taken out of the wall time; spilled to disk, gigabytes of dirty pages would also be
-written back by the kernel while the stages run, on the same cores, and that is not. Then the same tiles and crops are read back and given to the models in the same batches: the sum of
-those model calls alone is ``models_alone_s``, the floor a streaming pipeline can approach. Last, the stream's
-reads (each tile read and judged, the crops of the cells each tile owns) are done again alone on one thread:
-``reads_alone_s``. The CPU seconds of the run, less those of the models alone and of the reads alone, are
+written back by the kernel while the stages run, on the same cores, and that is not. Then the same tiles and
+crops are read back and given to the models in the same batches: the sum of those model calls alone is
+``models_alone_s``, the floor a streaming pipeline can approach (and the tiles/s and crops/s each model
+reaches). Last, the stream's reads (each tile read and judged, the crops of the cells each tile owns) are
+done again alone on one thread: ``reads_alone_s``. The CPU seconds of the run, less those of the models alone and of the reads alone, are
 what the rest costs: Python between the calls, and the models slowed by sharing the cores with the readers.
 """
 
@@ -217,6 +218,7 @@ def measure(path: Path, scratch: Path, device: str | None = None) -> dict[str, A
     models_alone_cpu = detector_alone[1] + classifier_alone[1]
     return {
         "slide": path.name,
+        "device": str(models.detector.device),
         "cells": len(cells),
         "megapixels": round(megapixels, 1),
         "wall_s": round(wall, 2),
@@ -289,15 +291,17 @@ def _time_reads(path: Path, smear, models, cells) -> tuple[float, float]:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    """The rows as a plain-text table, one line per size."""
+    """The rows as a plain-text table, one line per size (tiles/s and crops/s: the models alone)."""
     head = (f"{'cells':>8} {'Mpx':>8} {'wall s':>8} {'cells/s':>8} {'ms/cell':>8} {'peak MB':>8} "
-            f"{'models s':>9} {'ratio':>6} {'cpu ratio':>9} {'reads s':>8}  stages (s)")
+            f"{'models s':>9} {'ratio':>6} {'cpu ratio':>9} {'reads s':>8} {'tiles/s':>8} {'crops/s':>8}  stages (s)")
     lines = [head]
     for r in rows:
         stages = " ".join(f"{k}={v:g}" for k, v in {**r["stages"], **r["stream"]}.items())
         lines.append(
             f"{r['cells']:>8} {r['megapixels']:>8.0f} {r['wall_s']:>8.1f} {r['cells_per_s']:>8.1f} "
-            f"{r['ms_per_cell']:>8.2f} {r['peak_rss_mb']:>8.0f} {r['models_alone_s']:>9.1f} {r['ratio']:>6.2f} {r['cpu_ratio']:>9.2f} {r['reads_alone_s']:>8.1f}  {stages}"
+            f"{r['ms_per_cell']:>8.2f} {r['peak_rss_mb']:>8.0f} {r['models_alone_s']:>9.1f} {r['ratio']:>6.2f} "
+            f"{r['cpu_ratio']:>9.2f} {r['reads_alone_s']:>8.1f} "
+            f"{r['tiles_per_s_alone']:>8.1f} {r['crops_per_s_alone']:>8.0f}  {stages}"
         )
     return "\n".join(lines)
 
