@@ -130,6 +130,13 @@ def pbc_group_scores(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def evaluate_pbc_groups(clf: CellClassifier, pbc: CropSet) -> dict[str, Any]:
+    """:func:`pbc_group_scores` of ``clf`` on PBC cells (folder = group), without the 16-rotation grades."""
+    labels = clf.predict(pbc.centre_crops(), grade_neutrophils=False).label
+    groups = [Path(p).parent.name for p in pbc.paths]
+    return pbc_group_scores(class_report(groups, [pbc_group(str(p)) for p in labels], tolerate=False))
+
+
 def format_group_scores(g: dict[str, Any]) -> str:
     return (f"PBC 8-group macro-F1 {g['macro_f1']:.3f} accuracy {g['accuracy']:.3f} (n={g['n']})  "
             + " ".join(f"{k}={v:.2f}" for k, v in g["f1"].items()))
@@ -424,6 +431,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (the speed target is for 2)")
     parser.add_argument("--phantom-per-code", type=int, default=60, help="held-out phantom cells per class")
+    parser.add_argument("--transfer", action="store_true",
+                        help="score real cells from sources never trained on (BCCD, wbc_seg, SegPC non-plasma "
+                             "cells) and the synthetic-only proxy; writes transfer.json")
     args = parser.parse_args(argv)
     if args.mpp is not None and not args.mpp > 0:
         parser.error(f"--mpp must be a positive number of µm per pixel, got {args.mpp}")
@@ -435,6 +445,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.data is not None:
         mpp = Mpp(args.mpp) if args.mpp is not None else None
         return evaluate_folder(clf, args.data, mpp, args.out, args.batch_size)
+    if args.transfer:
+        from bmpipe.evaluation.transfer import evaluate_transfer, format_transfer, write_transfer
+
+        result = evaluate_transfer(clf)
+        print("\n".join([*format_transfer(result), f"written {write_transfer(result, args.out)}"]))
+        return 0
     return evaluate_held_out(clf, models_dir, args.out, args.phantom_per_code)
 
 

@@ -171,6 +171,26 @@ def crop_centred(image: np.ndarray, cx: float, cy: float, size: int) -> np.ndarr
     return image[y0 + pad : y0 + pad + size, x0 + pad : x0 + pad + size]
 
 
+def single_cell_crop(image: np.ndarray, mpp: Mpp, size: int = CROP_PX, dst: Mpp = CLASSIFIER_MPP,
+                     centre: tuple[float, float] | None = None) -> np.ndarray:
+    """A cell of an image at ``mpp`` as a classifier input: resampled to ``dst`` and cut to ``size`` px around
+    ``centre`` (image pixels; default the image centre), so every cell is seen at the same physical size.
+    A tight single-cell image is padded with its own background (median border colour): mirroring would paste
+    copies of the cell's edge around it."""
+    image = resample(np.asarray(image, np.uint8), mpp, dst)
+    f = mpp.um_per_px / dst.um_per_px
+    h, w = image.shape[:2]
+    cx, cy = ((w - 1) / 2, (h - 1) / 2) if centre is None else ((centre[0] + 0.5) * f - 0.5, (centre[1] + 0.5) * f - 0.5)
+    if h < size or w < size:
+        border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+        fill = tuple(int(v) for v in np.median(border, axis=0))
+        dy, dx = max(0, size - h), max(0, size - w)
+        image = cv2.copyMakeBorder(image, dy // 2, dy - dy // 2, dx // 2, dx - dx // 2, cv2.BORDER_CONSTANT,
+                                   value=fill)
+        cx, cy = cx + dx // 2, cy + dy // 2
+    return np.ascontiguousarray(crop_centred(image, cx, cy, size))
+
+
 @dataclass(frozen=True)
 class CellPredictions:
     """Per-crop outputs of :meth:`CellClassifier.predict` (arrays of length N)."""
@@ -215,21 +235,8 @@ class CellClassifier:
         return cls(model, config, record, device)
 
     def crop_image(self, image: np.ndarray, mpp: Mpp) -> np.ndarray:
-        """A single-cell image at ``mpp`` as the network's input: resampled to :attr:`mpp` and cut (or padded
-        with its background) to :attr:`crop_px` around the image centre, so every cell is seen at the same
-        physical size."""
-        image = resample(np.asarray(image, np.uint8), mpp, self.mpp)
-        h, w = image.shape[:2]
-        if h < self.crop_px or w < self.crop_px:
-            # A tight crop is padded with its own background (median border colour): mirroring would
-            # paste copies of the cell's edge around it.
-            border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
-            fill = tuple(int(v) for v in np.median(border, axis=0))
-            dy, dx = max(0, self.crop_px - h), max(0, self.crop_px - w)
-            image = cv2.copyMakeBorder(image, dy // 2, dy - dy // 2, dx // 2, dx - dx // 2, cv2.BORDER_CONSTANT,
-                                       value=fill)
-        return np.ascontiguousarray(crop_centred(image, (image.shape[1] - 1) / 2, (image.shape[0] - 1) / 2,
-                                                 self.crop_px))
+        """A single-cell image at ``mpp`` as the network's input (:func:`single_cell_crop`)."""
+        return single_cell_crop(image, mpp, self.crop_px, self.mpp)
 
     def crops_from_files(self, paths: list[Path], mpp: Mpp | None) -> tuple[np.ndarray, list[int]]:
         """Network inputs of single-cell image files, and the indices of ``paths`` they come from. A file that

@@ -72,6 +72,11 @@ class CropSet:
     paths: np.ndarray  # str: source image ("" for phantom)
     dysplastic: np.ndarray  # int8: 1 dysplastic, 0 normal, -1 unknown
     grades: np.ndarray  # int8: granule grade 0-3, -1 unknown
+    not_codes: np.ndarray | None = None  # str: a code the cell is known not to be ("" none); codes is "" then
+
+    def __post_init__(self) -> None:
+        if self.not_codes is None:
+            self.not_codes = np.full(len(self.codes), "", "U8")
 
     def __len__(self) -> int:
         return len(self.codes)
@@ -97,13 +102,13 @@ def centre_crops(crops: np.ndarray, size: int = CROP_PX) -> np.ndarray:
     return np.ascontiguousarray(crops[:, o : o + size, o : o + size])
 
 
-_FIELDS = ("images", "codes", "sources", "paths", "dysplastic", "grades")
+_FIELDS = ("images", "codes", "sources", "paths", "dysplastic", "grades", "not_codes")
 
 
 def empty_cropset() -> CropSet:
     return CropSet(
         np.zeros((0, STORE_PX, STORE_PX, 3), np.uint8), np.zeros(0, "U8"), np.zeros(0, "U16"),
-        np.zeros(0, "U256"), np.zeros(0, np.int8), np.zeros(0, np.int8),
+        np.zeros(0, "U256"), np.zeros(0, np.int8), np.zeros(0, np.int8), np.zeros(0, "U8"),
     )
 
 
@@ -200,40 +205,97 @@ def _segpc_centres(mask: np.ndarray) -> list[tuple[float, float, int]]:
     return [(x, y, a) for (y, x), a in zip(centres, areas) if a > SEGPC_MIN_AREA]
 
 
+def _segpc_test_fields(paths: list[Path]) -> set[Path]:
+    """The held-out SegPC fields: a fixed share by field, so all cells of a field are on one side."""
+    return {p for p, t in zip(paths, held_out([str(p) for p in paths], ["PLM"] * len(paths))) if t}
+
+
+def _segpc_split(crops: CropSet, test_fields: set[Path]) -> tuple[CropSet, CropSet]:
+    test = np.array([Path(p) in test_fields for p in crops.paths], bool)
+    return crops.subset(np.flatnonzero(~test)), crops.subset(np.flatnonzero(test))
+
+
+def _field_crops(image: np.ndarray, mpp: Mpp, centres: list[tuple[float, float]]) -> list[np.ndarray]:
+    """Stored crops around ``centres`` (file pixels) of a field at ``mpp``."""
+    f = mpp.um_per_px / CLASSIFIER_MPP.um_per_px
+    scaled = resample(image, mpp)
+    return [crop_centred(scaled, (x + 0.5) * f - 0.5, (y + 0.5) * f - 0.5, STORE_PX) for x, y in centres]
+
+
 def load_segpc(root: Path | None = None) -> tuple[CropSet, CropSet]:
     """(train, held-out) plasma-cell crops cut around SegPC mask blobs; split by field, not by cell."""
-    spec = DATASETS["segpc"]
-    root = root or spec.path
-    images = sorted((root / "images").glob("*.jpg"))
-    blobs: list[tuple[Path, float, float, float]] = []
-    for path in images:
-        mask_path = root / "masks" / path.name
-        if not mask_path.exists():
-            continue
-        mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE) > 127
-        blobs += [(path, x, y, a) for x, y, a in _segpc_centres(mask)]
-    if not blobs:
+    from bmpipe.train.detector_data import segpc_mpp
+
+    root = root or DATASETS["segpc"].path
+    fields = [p for p in sorted((root / "images").glob("*.jpg")) if (root / "masks" / p.name).exists()]
+    blobs = {p: _segpc_centres(cv2.imread(str(root / "masks" / p.name), cv2.IMREAD_GRAYSCALE) > 127)
+             for p in fields}
+    areas = [a for found in blobs.values() for _, _, a in found]
+    if not areas:
         return empty_cropset(), empty_cropset()
-    median = float(np.median([b[3] for b in blobs]))
-    single = [b for b in blobs if b[3] <= SEGPC_MERGED_FACTOR * median]
-    f = spec.mpp.um_per_px / CLASSIFIER_MPP.um_per_px
+    limit = SEGPC_MERGED_FACTOR * float(np.median(areas))
     crops, paths = [], []
-    for path in sorted({b[0] for b in single}):
-        image = resample(read_rgb(path), spec.mpp)
-        for _, x, y, _ in (b for b in single if b[0] == path):
-            crops.append(crop_centred(image, (x + 0.5) * f - 0.5, (y + 0.5) * f - 0.5, STORE_PX))
-            paths.append(str(path))
+    for path, found in blobs.items():
+        single = [(x, y) for x, y, a in found if a <= limit]
+        if single:
+            image = read_rgb(path)
+            crops += _field_crops(image, segpc_mpp(image), single)
+            paths += [str(path)] * len(single)
     n = len(crops)
-    fields = sorted(set(paths))
-    test_fields = {p for p, t in zip(fields, held_out(fields, ["PLM"] * len(fields))) if t}
-    test = np.array([p in test_fields for p in paths])
     crops_set = CropSet(
         np.stack(crops), np.full(n, "PLM", "U8"), np.full(n, "segpc", "U16"), np.array(paths, "U256"),
         np.full(n, -1, np.int8), np.full(n, -1, np.int8),
     )
-    log.info("SegPC %s: %d plasma cells (%d merged blobs left out), %d held out",
-             root, n, len(blobs) - n, test.sum())
-    return crops_set.subset(np.flatnonzero(~test)), crops_set.subset(np.flatnonzero(test))
+    train, test = _segpc_split(crops_set, _segpc_test_fields(fields))
+    log.info("SegPC %s: %d plasma cells (%d merged blobs left out), %d held out", root, n, len(areas) - n, len(test))
+    return train, test
+
+
+#: A detected cell whose centre lies this close to a plasma-cell mask may be that plasma cell (masks are
+#: drawn a little inside the cell edge), so it is not taken as a non-plasma cell.
+SEGPC_MASK_MARGIN_UM = 3.0
+
+
+def load_segpc_others(root: Path | None = None, models_dir: Path | None = None) -> tuple[CropSet, CropSet]:
+    """(train, held-out) real marrow cells that are not plasma cells: the nucleated cells the shipped U-Net
+    detector finds in SegPC fields with their centre outside every plasma-cell mask (SegPC masks every
+    plasma cell of a field). Their class is unknown, so they are labelled by what they are not
+    (``not_codes`` "PLM"): the one real marrow that teaches "marrow-looking" is not "plasma cell".
+    Split by field as :func:`load_segpc` splits, so a held-out field's cells are on one side together."""
+    from bmpipe.models import load_detector
+    from bmpipe.slide import open_slide
+    from bmpipe.stages.detect import detect_cells
+    from bmpipe.stages.regions import whole_field
+    from bmpipe.train.detector_data import segpc_mpp
+
+    root = root or DATASETS["segpc"].path
+    fields = [p for p in sorted((root / "images").glob("*.jpg")) if (root / "masks" / p.name).exists()]
+    detector = load_detector("unet", models_dir, "cpu")
+    crops, paths = [], []
+    for path in fields:
+        image = read_rgb(path)
+        mpp = segpc_mpp(image)
+        mask = cv2.imread(str(root / "masks" / path.name), cv2.IMREAD_GRAYSCALE) > 127
+        margin = round(mpp.px(SEGPC_MASK_MARGIN_UM))
+        near = cv2.dilate(mask.astype(np.uint8), cv2.getStructuringElement(
+            cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))) > 0
+        slide = open_slide(path, mpp)
+        cells = detect_cells(slide, whole_field(slide), detector, workers=1)
+        h, w = mask.shape
+        centres = [(x, y) for x, y in zip(cells.x, cells.y)
+                   if 0 <= x < w and 0 <= y < h and not near[int(y), int(x)]]
+        crops += _field_crops(image, mpp, centres)
+        paths += [str(path)] * len(centres)
+    n = len(crops)
+    if not n:
+        return empty_cropset(), empty_cropset()
+    crops_set = CropSet(
+        np.stack(crops), np.full(n, "", "U8"), np.full(n, "segpc-other", "U16"), np.array(paths, "U256"),
+        np.full(n, -1, np.int8), np.full(n, -1, np.int8), np.full(n, "PLM", "U8"),
+    )
+    train, test = _segpc_split(crops_set, _segpc_test_fields(fields))
+    log.info("SegPC %s: %d detected non-plasma marrow cells, %d held out", root, n, len(test))
+    return train, test
 
 
 def labelled_images(root: Path, extra_labels: Iterable[str] = ()) -> tuple[list[Path], list[str]]:

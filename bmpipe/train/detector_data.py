@@ -51,9 +51,9 @@ TXL_PBC_MPP = {
 }
 
 #: SegPC fields come from two cameras, letterboxed differently into 512×512. Rows of padding -> µm/px.
-#: 60 rows: the burnt-in 10 µm scale bar spans 54 px (red cells ~40-45 px across). 64 rows (ids 106-606,
-#: no scale bar): plasma-cell masks are 0.85× as wide and red cells ~31 px, so ~0.23.
-SEGPC_MPP_BY_PAD = {60: Mpp(0.185), 64: Mpp(0.23)}
+#: 63 rows (263 fields): the burnt-in 10 µm scale bar spans 54 px (red cells ~40-45 px across). 64 rows
+#: (35 fields, no scale bar): plasma-cell masks are 0.85× as wide and red cells ~31 px, so ~0.23.
+SEGPC_MPP_BY_PAD = {63: Mpp(0.185), 64: Mpp(0.23)}
 
 
 @dataclass
@@ -294,7 +294,7 @@ def segpc_mpp(image: np.ndarray) -> Mpp:
     rows = np.abs(image.astype(np.float32) - image[:1].astype(np.float32)).mean(axis=(1, 2))
     pad = int(np.argmax(rows > 6))
     key = min(SEGPC_MPP_BY_PAD, key=lambda k: abs(k - pad))
-    return SEGPC_MPP_BY_PAD[key] if abs(key - pad) <= 3 else DATASETS["segpc"].mpp
+    return SEGPC_MPP_BY_PAD[key] if abs(key - pad) <= 2 else DATASETS["segpc"].mpp
 
 
 def segpc_fields(seed: int = 0, val_share: float = 0.2) -> dict[str, list[Path]]:
