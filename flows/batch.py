@@ -10,6 +10,7 @@ ends with ``manifest.csv``: one row per slide, status ``ok``, ``failed`` or ``sk
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ class SlideOutcome:
     error: str
     seconds: float
     output: str
+    warning: str = ""  # the differential's domain warning: its cells look unlike the validated data
 
 
 @dataclass(frozen=True)
@@ -81,10 +83,18 @@ def write_manifest(outcomes: list[SlideOutcome], out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["slide", "status", "error", "seconds", "output"])
+        writer.writerow(["slide", "status", "error", "seconds", "output", "warning"])
         for o in outcomes:
-            writer.writerow([o.slide, o.status, o.error, f"{o.seconds:.1f}", o.output])
+            writer.writerow([o.slide, o.status, o.error, f"{o.seconds:.1f}", o.output, o.warning])
     return path
+
+
+def slide_warning(folder: Path) -> str:
+    """The domain warning of a finished slide folder's differential ("" when none, or no differential)."""
+    try:
+        return json.loads((folder / "differential.json").read_text("utf-8")).get("domain_warning", "")
+    except (OSError, ValueError):
+        return ""
 
 
 def slide_label(job: SlideJob, pseudonyms: Pseudonyms | None) -> str:
@@ -105,10 +115,14 @@ def analyse_one(job: SlideJob, settings: RunSettings, label: str) -> SlideOutcom
             if is_finished(plan.folder, plan.record):
                 log.info("%s: already analysed with the same slide, models and settings; skipped", label)
                 progress.reporter.finished(plan.name, "skipped")
-                return SlideOutcome(label, "skipped", "", time.perf_counter() - start, str(plan.folder))
+                return SlideOutcome(label, "skipped", "", time.perf_counter() - start, str(plan.folder),
+                                    slide_warning(plan.folder))
             folder = run_slide(plan, settings)
             progress.reporter.finished(plan.name, "done")
-            return SlideOutcome(label, "ok", "", time.perf_counter() - start, str(folder))
+            warning = slide_warning(folder)
+            if warning:
+                log.warning("%s: %s", label, warning)
+            return SlideOutcome(label, "ok", "", time.perf_counter() - start, str(folder), warning)
         except BmpipeError as exc:  # bad input: one clear line, no traceback
             error = pseudonyms.redact(str(exc)) if pseudonyms else str(exc)
             log.error("%s", error)

@@ -82,7 +82,7 @@ def _analyse_fields(case_dir: Path, settings: RunSettings, pseudonyms: Pseudonym
         slide=summary,
         smear=None,
         cells=cells,
-        differential=aggregate(cells, summary.id),
+        differential=aggregate(cells, summary.id, models.classifier),
         tiles=tiles,
         models=models.records,
         gallery=case_gallery,

@@ -20,7 +20,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from bmpipe.models import Models, load_models
-from bmpipe.nn.cell_classifier import CROP_PX
+from bmpipe.nn.cell_classifier import CROP_PX, CellClassifier
 from bmpipe.nn.gradcam import gradcam_overlays
 from bmpipe.records import Cells
 from bmpipe.report.cell_files import CellFiles
@@ -115,8 +115,11 @@ def detect_classify(slide: Slide, smear: SmearMap, models: Models, tiles: TileSt
 
 
 @task(name="aggregate", cache_policy=NO_CACHE)
-def aggregate(cells: Cells, slide_id: str) -> Differential:
-    return differential(cells, slide_id)
+def aggregate(cells: Cells, slide_id: str, classifier: CellClassifier) -> Differential:
+    """The differential, told what ``classifier`` never saw real so that its findings can say so."""
+    return differential(cells, slide_id, synthetic_only=classifier.synthetic_only,
+                        dysplasia_synthetic_only=classifier.dysplasia_synthetic_only,
+                        distance_limit=classifier.distance_limit)
 
 
 def gradcam_of(models: Models):
@@ -194,7 +197,7 @@ def run_slide(plan: SlidePlan, settings: RunSettings) -> Path:
         with CellFiles(staging, plan.name) as cell_files:
             cells = detect_classify(slide, smear, models, tiles, cell_files)
         show(plan.name, "aggregate")
-        diff = aggregate(cells, plan.name)
+        diff = aggregate(cells, plan.name, models.classifier)
         show(plan.name, "report")
         report(slide, smear, cells, diff, tiles, models, plan.name, staging)
     create_markdown_artifact(markdown=differential_markdown(diff), key=artifact_key(plan.name),

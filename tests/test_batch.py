@@ -25,7 +25,7 @@ def test_two_reports_one_failure_and_a_non_zero_exit(reference):
     inbox, out, code = reference
     assert code == 1
     manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False)
-    assert list(manifest.columns) == ["slide", "status", "error", "seconds", "output"]
+    assert list(manifest.columns) == ["slide", "status", "error", "seconds", "output", "warning"]
     status = dict(zip(manifest.slide.map(lambda p: Path(p).name), manifest.status))
     assert status == {"marrow-a.tiff": "ok", "marrow-b.tiff": "ok", BROKEN: "failed"}
     failed = manifest[manifest.status == "failed"].iloc[0]

@@ -188,8 +188,8 @@ def evaluate(clf: CellClassifier, sets: dict[str, CropSet], work: Path) -> dict[
     """Score ``clf`` on every held-out set: the numbers for the card and for :func:`format_metrics`."""
     metrics: dict[str, Any] = {}
     for name, data in sets.items():
-        if not len(data):
-            continue
+        if not (data.codes != "").any():
+            continue  # nothing labelled by class (cells known only by what they are not: see transfer)
         pred = clf.predict(data.centre_crops())
         labels = [str(p) for p in pred.label]
         coded = data.codes != ""

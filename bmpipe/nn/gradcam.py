@@ -36,7 +36,7 @@ def gradcam_maps(classifier: CellClassifier, crops: np.ndarray, labels: list[str
     for start in range(0, n, batch_size):
         x = classifier._tensor(crops[start : start + batch_size])
         with torch.enable_grad():
-            feats = net.body(net.stem((x - net.mean) / net.std))
+            feats = net.body(net.stem(net.normalise(x)))
             feats.requires_grad_(True)
             logits = net.class_head(torch.flatten(F.adaptive_avg_pool2d(feats, 1), 1))
             if labels is None:

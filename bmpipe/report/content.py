@@ -95,12 +95,21 @@ class ReportContent:
             if count == 0 and not counted:
                 continue
             rows.append({
-                "code": code, "name": tax[code].name, "group": tax[code].group, "rgb": tax.colour(code),
+                "code": code, "group": tax[code].group, "rgb": tax.colour(code),
+                "name": tax[code].name + (" †" if code in diff.synthetic_only else ""),
                 "count": count,
                 "pct": fmt_pct(diff.percent[code]) if counted else "not counted",
                 "ci": ci_range(diff.percent_ci95[code]) if counted else "",
             })
         return rows
+
+    def synthetic_note(self) -> str:
+        """The footnote of the differential table when it marks classes with †."""
+        codes = [c for c in self.diff.synthetic_only if c in self.diff.counts]
+        if not codes:
+            return ""
+        return (f"† Learned only from synthetic (phantom) cells, never from a real one ({', '.join(codes)}): "
+                "unvalidated on real cells; confirm each on the smear.")
 
     def group_rows(self) -> list[dict[str, Any]]:
         diff = self.diff

@@ -112,6 +112,8 @@ def _story(c: ReportContent) -> list:
         for i, r in enumerate(classes, start=1)
     ]))
     story.append(table)
+    if c.synthetic_note():
+        story.append(_p(c.synthetic_note(), s["meta"]))
     story.append(_p("BMSNet groups", s["h3"]))
     groups = [["Group", "Count", "%", "95% CI"]] + [[g["group"], g["count"], g["pct"], g["ci"]] for g in c.group_rows()]
     story.append(_table(groups, [0.4 * WIDTH, 0.15 * WIDTH, 0.15 * WIDTH, 0.2 * WIDTH]))

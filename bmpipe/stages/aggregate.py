@@ -20,6 +20,7 @@ from bmpipe.criteria import (
     load_criteria,
     minimum_count,
     plasma_findings,
+    provenance_notes,
 )
 from bmpipe.records import Cells
 from bmpipe.stats import clopper_pearson, ratio_interval
@@ -64,6 +65,15 @@ class Differential:
     reviewed: bool = False
     n_reviewed: int = 0
     n_corrected: int = 0
+    #: Classes the classifier learned only from synthetic cells, and whether its dysplasia was too: the
+    #: report marks them and every finding that rests on them.
+    synthetic_only: tuple[str, ...] = ()
+    dysplasia_synthetic_only: bool = False
+    #: Median feature distance of the slide's cells and the classifier's limit for it; over the limit the
+    #: cells look unlike any validated data, and ``domain_warning`` says so (also in the manifest).
+    feature_distance: float | None = None
+    feature_distance_limit: float | None = None
+    domain_warning: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -90,8 +100,13 @@ def differential(
     cells: Cells,
     slide: str,
     taxonomy: Taxonomy | None = None,
+    synthetic_only: tuple[str, ...] = (),
+    dysplasia_synthetic_only: bool = False,
+    distance_limit: float | None = None,
 ) -> Differential:
-    """Count classified ``cells`` into a differential over the taxonomy's nucleated-cell denominator."""
+    """Count classified ``cells`` into a differential over the taxonomy's nucleated-cell denominator;
+    ``synthetic_only`` and ``dysplasia_synthetic_only`` say what the classifier never saw real (findings
+    resting on them say so)."""
     tax = taxonomy or load_taxonomy()
     counts = count_labels(cells.label, tax)
 
@@ -138,14 +153,32 @@ def differential(
         me_ratio_ci95=ratio_interval(myeloid, erythroid),
         dysplasia_counts=dysplastic,
         minimum_count=minimum,
+        synthetic_only=tuple(synthetic_only),
+        dysplasia_synthetic_only=dysplasia_synthetic_only,
+        feature_distance_limit=distance_limit,
     )
-    result.findings = (
+    known = cells.feature_distance[np.isfinite(cells.feature_distance)]
+    if len(known):
+        result.feature_distance = float(np.median(known))
+        if distance_limit is not None and result.feature_distance > distance_limit:
+            result.domain_warning = domain_warning(result.feature_distance, distance_limit)
+    result.findings = ([Finding("domain", result.domain_warning, True, ())] if result.domain_warning else [])
+    result.findings += provenance_notes(
         count_findings(n_counted)
         + blast_findings(result.blast_pct, result.blast_ci95)
         + dysplasia_findings(dysplasia_pct, dysplasia_ci95, scored)
-        + plasma_findings(result.plasma_pct, result.plasma_ci95)
+        + plasma_findings(result.plasma_pct, result.plasma_ci95),
+        result.synthetic_only, tax.codes_of_group("blasts"), tax.codes_of_group("plasma cells"),
+        dysplasia_synthetic_only,
     )
     return result
+
+
+def domain_warning(distance: float, limit: float) -> str:
+    return (f"These cells look unlike every set the classifier was validated on (median feature distance "
+            f"{distance:.2f}, validated sets up to {limit:.2f}): another stain than Wright-Giemsa or May-Grünwald-"
+            "Giemsa, a tissue section, a grayscale image or a wrong resolution. This differential is not reliable: "
+            "check the input and review the cells before using any figure.")
 
 
 def _dysplasia_counts(cells: Cells, tax: Taxonomy) -> tuple[dict[str, int], dict[str, int]]:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from bmpipe.evaluation.classifier import evaluate, format_metrics, speed_on_pbc
+from bmpipe.evaluation.transfer import evaluate_transfer, format_transfer, write_transfer
 from bmpipe.nn.cell_classifier import (
     MODEL_NAME,
     CellClassifier,
@@ -70,6 +71,11 @@ class TrainSettings:
     # Extra loss weight per true code (others 1): costlier mistakes for classes whose misses matter most,
     # e.g. a promyelocyte called a faggot cell (suggests APL), or segmented neutrophils lost to bands.
     class_weights: tuple[tuple[str, float], ...] = ()
+    # Codes whose real images are left out of training (phantom cells only), as BLA is learned: the proxy
+    # that measures how far phantom cells alone carry a class to real ones.
+    synthetic_only: tuple[str, ...] = ()
+    # Share of batches' draws from cells labelled only by what they are not (SegPC non-plasma marrow cells).
+    negative_fraction: float = 0.03
 
 
 @dataclass
@@ -79,16 +85,19 @@ class TrainingData:
 
 
 def gather_data(settings: TrainSettings, folders: list[tuple[Path, Mpp]], builtin: bool, phantom: bool) -> TrainingData:
-    """Real data sets present on this machine, any extra class-code folders, and phantom cells."""
+    """Real data sets present on this machine, any extra class-code folders, and phantom cells. Real images of
+    ``settings.synthetic_only`` codes stay out of training (their held-out images are still scored)."""
     train, held = [], {}
     if builtin:
-        for name, loader in (("pbc", cell_data.load_pbc), ("segpc", cell_data.load_segpc)):
-            if DATASETS[name].path.is_dir():
+        loaders = (("pbc", "pbc", cell_data.load_pbc), ("segpc", "segpc", cell_data.load_segpc),
+                   ("segpc", "segpc-other", cell_data.load_segpc_others))
+        for dataset, name, loader in loaders:
+            if DATASETS[dataset].path.is_dir():
                 tr, te = loader()
                 train.append(tr)
                 held[name] = te
             else:
-                log.warning("%s not found at %s; training without it", name, DATASETS[name].path)
+                log.warning("%s not found at %s; training without it", name, DATASETS[dataset].path)
     for root, mpp in folders:
         tr, te = cell_data.load_folder(root, mpp, name=root.name)
         train.append(tr)
@@ -102,19 +111,26 @@ def gather_data(settings: TrainSettings, folders: list[tuple[Path, Mpp]], builti
                                                  settings.seed + cell_data.PHANTOM_HELD_OUT_SEED)
         log.info("phantom crops rendered in %.0f s", time.monotonic() - t0)
     data = CropSet.concat(train)
+    if settings.synthetic_only:
+        real = np.isin(data.codes, settings.synthetic_only) & (data.sources != "phantom")
+        log.info("synthetic only: %d real images of %s left out of training", real.sum(),
+                 ", ".join(settings.synthetic_only))
+        data = data.subset(np.flatnonzero(~real))
     if not len(data):
         raise RuntimeError("no training data: no real data set found and phantom cells disabled")
     return TrainingData(data, held)
 
 
 class BalancedSampler:
-    """Batches with every class equally likely; within a class, real vs phantom mixed at ``real_fraction``.
+    """Batches with every class equally likely; within a class, real vs phantom mixed at ``real_fraction``;
+    a ``negative_fraction`` of draws from cells labelled only by a code they are not.
 
     Class balance because marrow counts are dominated by a few classes while the rare ones (blasts, plasma
     cells) matter most; the real/phantom mix so a class learned from both is robust to both looks.
     """
 
-    def __init__(self, data: CropSet, codes: tuple[str, ...], real_fraction: float, seed: int):
+    def __init__(self, data: CropSet, codes: tuple[str, ...], real_fraction: float, seed: int,
+                 negative_fraction: float = 0.0):
         self.rng = np.random.default_rng(seed)
         self.real_fraction = real_fraction
         is_phantom = data.sources == "phantom"
@@ -122,15 +138,27 @@ class BalancedSampler:
             (np.flatnonzero((data.codes == c) & ~is_phantom), np.flatnonzero((data.codes == c) & is_phantom))
             for c in codes
         ]
+        self.pools = [p for p in self.pools if len(p[0]) or len(p[1])]
+        self.negatives = np.flatnonzero((data.codes == "") & (data.not_codes != ""))
+        self.negative_fraction = negative_fraction if len(self.negatives) else 0.0
 
     def batch(self, size: int) -> np.ndarray:
         out = np.empty(size, np.int64)
         for i, k in enumerate(self.rng.integers(len(self.pools), size=size)):
+            if self.rng.random() < self.negative_fraction:
+                out[i] = self.negatives[self.rng.integers(len(self.negatives))]
+                continue
             real, synth = self.pools[k]
             use_real = len(real) and (not len(synth) or self.rng.random() < self.real_fraction)
             pool = real if use_real else synth
             out[i] = pool[self.rng.integers(len(pool))]
         return out
+
+
+def not_code_loss(logits: torch.Tensor, not_code: torch.Tensor) -> torch.Tensor:
+    """Mean of -log(1 - p(not_code)) over rows: the loss of a cell known only not to be ``not_code``."""
+    rest = logits.scatter(1, not_code[:, None], float("-inf"))
+    return (torch.logsumexp(logits, 1) - torch.logsumexp(rest, 1)).mean()
 
 
 def warm_start(model: CellNet, codes: tuple[str, ...], models_dir: Path) -> str:
@@ -152,6 +180,42 @@ def warm_start(model: CellNet, codes: tuple[str, ...], models_dir: Path) -> str:
     return record.version
 
 
+#: A slide is flagged when its cells' median feature distance exceeds this multiple of the largest median of a
+#: validated held-out set: room for an ordinary lab's difference, none for another stain or a tissue section.
+DISTANCE_MARGIN = 1.5
+#: Shrinkage of the feature covariance towards its mean variance: 192 dimensions from ~20,000 crops.
+COVARIANCE_SHRINK = 0.1
+
+
+@torch.no_grad()
+def _features(model: CellNet, crops: np.ndarray, batch: int = 512) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model.features(torch.from_numpy(crops[i:i + batch]).permute(0, 3, 1, 2).float())
+                      for i in range(0, len(crops), batch)])
+
+
+def feature_statistics(model: CellNet, data: TrainingData) -> dict[str, Any]:
+    """Store the training cells' feature mean and shrunk inverse covariance in ``model`` and return the config
+    entries that go with them: each validated held-out set's median distance and the slide-level limit."""
+    f = _features(model, data.train.centre_crops()).double()
+    mean = f.mean(0)
+    cov = torch.cov((f - mean).T)
+    cov = (1 - COVARIANCE_SHRINK) * cov + COVARIANCE_SHRINK * cov.diagonal().mean() * torch.eye(len(mean))
+    model.feature_mean.copy_(mean.float())
+    model.feature_precision.copy_(torch.linalg.inv(cov).float())
+    medians = {name: round(float(model.feature_distance(_features(model, s.centre_crops())).median()), 3)
+               for name, s in data.held_out.items() if len(s)}
+    limit = round(DISTANCE_MARGIN * max(medians.values()), 3) if medians else None
+    log.info("feature distance: held-out medians %s, slide limit %s", medians, limit)
+    return {"feature_distance_validated": medians, "feature_distance_limit": limit}
+
+
+def learned_from(data: CropSet, codes: tuple[str, ...]) -> dict[str, list[str]]:
+    """Per code, the data sets its training images came from: reports mark the codes learned only from
+    phantom cells (``CellClassifier.synthetic_only``)."""
+    return {c: sorted(set(data.sources[data.codes == c].tolist())) for c in codes}
+
+
 def _lr_factor(progress: float, warmup: float) -> float:
     if progress < warmup:
         return progress / warmup
@@ -162,9 +226,10 @@ def fit(model: CellNet, data: CropSet, codes: tuple[str, ...], settings: TrainSe
     """Train ``model`` on ``data``; returns the exponential moving average of its weights and run statistics."""
     torch.manual_seed(settings.seed)
     gen = torch.Generator().manual_seed(settings.seed)
-    sampler = BalancedSampler(data, codes, settings.real_fraction, settings.seed)
+    sampler = BalancedSampler(data, codes, settings.real_fraction, settings.seed, settings.negative_fraction)
     index = {c: i for i, c in enumerate(codes)}
-    targets = torch.tensor([index[c] for c in data.codes])
+    targets = torch.tensor([index.get(c, -100) for c in data.codes])
+    not_targets = torch.tensor([index.get(c, -100) for c in data.not_codes])
     unknown = sorted({c for c, _ in settings.class_weights} - set(index))
     if unknown:
         raise ValueError(f"class weights for codes absent from the training data: {', '.join(unknown)}")
@@ -195,30 +260,33 @@ def fit(model: CellNet, data: CropSet, codes: tuple[str, ...], settings: TrainSe
         idx = torch.from_numpy(sampler.batch(settings.batch_size))
         x = augment(data.images[idx.numpy()], gen).contiguous(memory_format=torch.channels_last)
         logits, dys_logit, grade = model(x)
-        loss_cls = F.cross_entropy(logits, targets[idx], weight=class_weight,
-                                   label_smoothing=settings.label_smoothing)
+        t, nt = targets[idx], not_targets[idx]
+        has_t, has_nt = t >= 0, nt >= 0
+        loss_cls = (F.cross_entropy(logits[has_t], t[has_t], weight=class_weight,
+                                    label_smoothing=settings.label_smoothing) if has_t.any() else logits.new_zeros(()))
+        loss_not = not_code_loss(logits[has_nt], nt[has_nt]) if has_nt.any() else logits.new_zeros(())
         m_d, m_g = dysplastic[idx] >= 0, grades[idx] >= 0
         loss_dys = (
             F.binary_cross_entropy_with_logits(dys_logit[m_d], dysplastic[idx][m_d], pos_weight=pos_weight)
             if m_d.any() else logits.new_zeros(())
         )
         loss_grade = F.mse_loss(grade[m_g], grades[idx][m_g]) if m_g.any() else logits.new_zeros(())
-        loss = loss_cls + 0.5 * loss_dys + 0.5 * loss_grade
+        loss = loss_cls + loss_not + 0.5 * loss_dys + 0.5 * loss_grade
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         _ema_update(ema, model, min(settings.ema_decay, (1 + step) / (10 + step)))
         step += 1
         running.update(
-            cls=loss_cls.item(), dys=loss_dys.item(), grade=loss_grade.item(),
-            acc=(logits.argmax(1) == targets[idx]).float().mean().item(), n=1,
+            cls=loss_cls.item(), neg=loss_not.item(), dys=loss_dys.item(), grade=loss_grade.item(),
+            acc=(logits.argmax(1)[has_t] == t[has_t]).float().mean().item(), n=1,
         )
         if step % 100 == 0:
             n = running.pop("n")
             log.info(
-                "step %d  %.0f s  lr %.2e  loss cls %.3f dys %.3f grade %.3f  train acc %.3f",
+                "step %d  %.0f s  lr %.2e  loss cls %.3f not-code %.3f dys %.3f grade %.3f  train acc %.3f",
                 step, time.monotonic() - start, opt.param_groups[0]["lr"],
-                *(running[k] / n for k in ("cls", "dys", "grade", "acc")),
+                *(running[k] / n for k in ("cls", "neg", "dys", "grade", "acc")),
             )
             running.clear()
     seconds = time.monotonic() - start
@@ -257,12 +325,15 @@ def train_classifier(
     t0 = time.monotonic()
     data = gather_data(settings, folders or [], builtin, phantom)
     taxonomy = load_taxonomy()
-    codes = tuple(c for c in taxonomy.codes if c in set(data.train.codes))
+    codes = tuple(c for c in taxonomy.codes if c in set(data.train.codes) | set(data.train.not_codes))
     config = default_config(codes)
+    config["learned_from"] = learned_from(data.train, codes)
+    config["dysplasia_learned_from"] = sorted(set(data.train.sources[data.train.dysplastic == 1].tolist()))
     model = CellNet(config)
     if settings.init is not None:
         config["warm_start"] = warm_start(model, codes, settings.init)
     model, stats = fit(model, data.train, codes, settings)
+    config.update(feature_statistics(model, data))
     stats["load_seconds"] = round(time.monotonic() - t0 - stats["seconds"], 1)
     version = version or time.strftime("%Y.%m.%d")
     config["training"] = {**{k: v for k, v in asdict(settings).items() if k not in ("threads", "init")}, **stats}
@@ -273,11 +344,15 @@ def train_classifier(
     metrics = evaluate(clf, data.held_out, work)
     for line in format_metrics(metrics):
         log.info("%s", line)
+    transfer = evaluate_transfer(clf, data.held_out.get("pbc"))
+    for line in format_transfer(transfer):
+        log.info("%s", line)
+    write_transfer(transfer, work)
     pbc = data.held_out.get("pbc")
     if pbc is not None and len(pbc):
         metrics["speed"] = speed_on_pbc(clf, pbc)
         log.info("speed (crops/s): %s", metrics["speed"])
-    write_card(models_dir, record, config, data, metrics, count_parameters(model))
+    write_card(models_dir, record, config, data, metrics, count_parameters(model), transfer)
     log.info("total %.0f s", time.monotonic() - t0)
     return record
 
@@ -319,6 +394,11 @@ def _data_lines(data: TrainingData) -> list[str]:
             f"mask blobs > {cell_data.SEGPC_MIN_AREA} px, blobs over {cell_data.SEGPC_MERGED_FACTOR}× the median "
             f"area (touching cells) left out; resampled from {segpc.mpp}. Not labelled for dysplasia."
         ),
+        "segpc-other": (
+            "- **SegPC non-plasma marrow cells**: nucleated cells the shipped U-Net detector finds in SegPC fields "
+            f"with their centre over {cell_data.SEGPC_MASK_MARGIN_UM:g} µm from every plasma-cell mask; their class "
+            "is unknown, so they are taught only as *not PLM* (loss -log(1 - p(PLM)))."
+        ),
         "phantom": (
             "- **Phantom** (`bmpipe.phantom.cell_crops`, rendered at 0.25 µm/px): synthetic cells with exact class, "
             "dysplastic flag and granule grade. Every dysplasia-positive example is synthetic."
@@ -344,7 +424,7 @@ def _fmt(v: Any) -> str:
 
 def write_card(
     models_dir: Path, record: ModelRecord, config: dict[str, Any], data: TrainingData,
-    metrics: dict[str, Any], n_params: int,
+    metrics: dict[str, Any], n_params: int, transfer: dict[str, Any] | None = None,
 ) -> Path:
     """``classifier.card.md``: what the model learned from, how well it does on data it never saw, its limits."""
     t = config["training"]
@@ -376,6 +456,8 @@ def write_card(
         "",
         *_provenance(data.train, tuple(config["codes"]), metrics),
         "",
+        *(["## Transfer: real cells from sources never trained on", "", "```",
+           *format_transfer(transfer), "```", ""] if transfer else []),
         "## Results on held-out data",
         "",
     ]
@@ -459,6 +541,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=TrainSettings.threads)
     parser.add_argument("--class-weight", action="append", default=[], metavar="CODE=W",
                         help="loss weight for cells of CODE (default 1); repeatable")
+    parser.add_argument("--synthetic-only", action="append", default=[], metavar="CODE",
+                        help="leave CODE's real images out of training (phantom cells only), to measure how far "
+                             "phantom cells carry a class to real ones (evaluate classifier --transfer); repeatable")
     args = parser.parse_args(argv)
     if len(args.mpp) != len(args.data):
         parser.error("give one --mpp for every --data folder")
@@ -470,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = TrainSettings(
         minutes=args.minutes, steps=args.steps, batch_size=args.batch_size,
         phantom_per_code=args.phantom_per_code, seed=args.seed, threads=args.threads, lr=args.lr, init=args.init,
-        class_weights=class_weights,
+        class_weights=class_weights, synthetic_only=tuple(c.upper() for c in args.synthetic_only),
     )
     record = train_classifier(
         args.models_dir, settings, [(d, Mpp(m)) for d, m in zip(args.data, args.mpp)],

@@ -1,0 +1,173 @@
+"""Transfer: the pieces that make the classifier hold on real cells it never trained on, and the scores that
+say whether it does (BCCD and wbc_seg stay out of training; SegPC non-plasma cells are taught as not PLM)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bmpipe.nn.cell_classifier import CROP_PX, CellClassifier, CellNet, default_config
+from bmpipe.nn.weights import save_model
+from bmpipe.records import Cells
+from bmpipe.stages.aggregate import differential
+from bmpipe.train import classifier as train_classifier
+from bmpipe.train.cell_data import CropSet, empty_cropset
+from bmpipe.train.detector_data import SEGPC_MPP_BY_PAD, segpc_mpp
+
+torch.set_num_threads(2)
+BMPIPE = Path(__file__).resolve().parents[1] / "bmpipe"
+
+
+def test_training_code_never_reads_the_transfer_sets() -> None:
+    """BCCD subtypes and wbc_seg are the transfer test: no module under bmpipe/train may name their files
+    (as a string it could open) or import their readers."""
+    for path in (BMPIPE / "train").rglob("*.py"):
+        tree = ast.parse(path.read_text("utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                assert node.value != "wbc_seg" and "wbc_subtype_labels" not in node.value, path
+            if isinstance(node, ast.ImportFrom) and node.module == "bmpipe.evaluation.transfer":
+                assert not {a.name for a in node.names} & {"bccd_cells", "wbc_seg_cells"}, path
+
+
+@pytest.mark.parametrize("rows, expected", [(63, 0.185), (64, 0.23)])
+def test_segpc_cameras_are_told_apart_by_their_letterbox(rows: int, expected: float) -> None:
+    field = np.full((512, 512, 3), (208, 196, 210), np.uint8)
+    field[rows:-rows] = np.random.default_rng(0).integers(60, 200, (512 - 2 * rows, 512, 3))
+    assert segpc_mpp(field).um_per_px == expected
+    assert set(SEGPC_MPP_BY_PAD) == {63, 64}
+
+
+def test_not_code_loss_is_minus_log_of_not_being_that_code() -> None:
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 3.0, 1.0]])
+    p = torch.softmax(logits, 1)
+    loss = train_classifier.not_code_loss(logits, torch.tensor([0, 1]))
+    expected = -(torch.log(1 - p[0, 0]) + torch.log(1 - p[1, 1])) / 2
+    assert torch.isclose(loss, expected)
+
+
+def _cropset(codes: list[str], sources: list[str], not_codes: list[str] | None = None) -> CropSet:
+    n = len(codes)
+    return CropSet(np.zeros((n, 8, 8, 3), np.uint8), np.array(codes, "U8"), np.array(sources, "U16"),
+                   np.full(n, "", "U256"), np.full(n, -1, np.int8), np.full(n, -1, np.int8),
+                   None if not_codes is None else np.array(not_codes, "U8"))
+
+
+def test_sampler_draws_negatives_at_their_share_and_classes_evenly() -> None:
+    data = _cropset(["LYT"] * 50 + ["PLM"] * 5 + [""] * 40, ["pbc"] * 50 + ["segpc"] * 5 + ["segpc-other"] * 40,
+                    [""] * 55 + ["PLM"] * 40)
+    sampler = train_classifier.BalancedSampler(data, ("LYT", "PLM"), 0.65, seed=0, negative_fraction=0.2)
+    drawn = np.concatenate([sampler.batch(100) for _ in range(50)])
+    kind = np.array(["neg" if c == "" else c for c in data.codes])[drawn]
+    assert abs(np.mean(kind == "neg") - 0.2) < 0.03
+    assert abs(np.mean(kind == "LYT") - np.mean(kind == "PLM")) < 0.05
+    no_negatives = data.subset(np.arange(55))
+    assert train_classifier.BalancedSampler(no_negatives, ("LYT", "PLM"), 0.65, 0, 0.2).negative_fraction == 0.0
+
+
+def test_crop_normalised_network_ignores_a_labs_colour_cast_and_contrast() -> None:
+    """With ``input_norm: crop`` a white-balance shift and a contrast change do not change the output."""
+    torch.manual_seed(0)
+    config = default_config(("LYT", "NGS", "PLM"))
+    config.update(stem=8, widths=[8, 16], depths=[1, 1])
+    net = CellNet(config).eval()
+    x = torch.rand(4, 3, CROP_PX, CROP_PX) * 120 + 60
+    cast = (x - 128) * 1.5 + 128 + torch.tensor([20.0, -10.0, 5.0]).view(1, 3, 1, 1)
+    seen, seen_cast = net.normalise(x), net.normalise(cast)
+    assert (seen - seen_cast).abs().max() < 0.03 * seen.abs().max()  # up to the floor under the contrast
+    config["input_norm"] = "fixed"  # classifiers before 2.0 see the cast
+    fixed = CellNet(config).eval()
+    assert (fixed.normalise(x) - fixed.normalise(cast)).abs().max() > 0.2 * fixed.normalise(x).abs().max()
+
+
+def test_synthetic_only_codes_leave_their_real_images_out(tmp_path: Path) -> None:
+    """``--synthetic-only LYT`` trains on no real lymphocyte; the held-out real ones are still there to score."""
+    import cv2
+
+    from bmpipe.nn.cell_classifier import CLASSIFIER_MPP
+    from bmpipe.phantom import cell_crops
+
+    root = tmp_path / "lab"
+    images, codes, _, _ = cell_crops({"LYT": 14, "EBO": 14}, seed=3, mpp=CLASSIFIER_MPP, size_px=120)
+    for i, (image, code) in enumerate(zip(images, codes)):
+        (root / code).mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / code / f"{i}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    settings = train_classifier.TrainSettings(synthetic_only=("LYT",))
+    data = train_classifier.gather_data(settings, [(root, CLASSIFIER_MPP)], builtin=False, phantom=False)
+    assert "LYT" not in set(data.train.codes) and "EBO" in set(data.train.codes)
+    assert "LYT" in set(data.held_out["lab"].codes)
+
+
+def _classifier(tmp_path: Path, learned_from: dict[str, list[str]], dysplasia: list[str]) -> CellClassifier:
+    config = default_config(("BLA", "LYT", "PLM"))
+    config.update(stem=8, widths=[8, 16], depths=[1, 1], learned_from=learned_from,
+                  dysplasia_learned_from=dysplasia)
+    save_model(CellNet(config), tmp_path, "classifier", "t", config)
+    return CellClassifier.load(tmp_path, device="cpu")
+
+
+def test_classes_learned_only_from_phantom_cells_are_known_to_the_model(tmp_path: Path) -> None:
+    clf = _classifier(tmp_path, {"BLA": ["phantom"], "LYT": ["pbc", "phantom"], "PLM": ["segpc"]}, ["phantom"])
+    assert clf.synthetic_only == ("BLA",) and clf.dysplasia_synthetic_only
+
+
+def _cells(labels: list[str]) -> Cells:
+    n = len(labels)
+    z = np.zeros(n)
+    return Cells(z, z, z, z, z + 1, z + 1, z + 1, label=np.array(labels, object), label_score=z + 1,
+                 dysplasia_grade=np.full(n, -1), dysplasia_score=z)
+
+
+def test_findings_resting_on_synthetic_only_classes_say_so() -> None:
+    cells = _cells(["BLA"] * 30 + ["LYT"] * 400 + ["PLM"] * 70)
+    marked = differential(cells, "s", synthetic_only=("BLA",))
+    plain = differential(cells, "s")
+    blast = [f.text for f in marked.findings if f.kind == "blasts"]
+    assert blast and all("learned only from synthetic" in t and "BLA" in t for t in blast)
+    assert not any("synthetic" in f.text for f in plain.findings)
+    plasma = [f.text for f in marked.findings if f.kind == "plasma_cells"]
+    assert plasma and not any("synthetic" in t for t in plasma)
+    assert marked.as_dict()["synthetic_only"] == ("BLA",)
+
+
+def test_report_marks_synthetic_only_classes(tmp_path: Path) -> None:
+    from bmpipe.report.content import ReportContent, SlideSummary
+
+    diff = differential(_cells(["BLA"] * 30 + ["LYT"] * 470), "s", synthetic_only=("BLA",))
+    content = ReportContent(SlideSummary("s", "s.tiff", "0.25 µm/px", "user", (10, 10), "image"), "now", "bmpipe",
+                            [], "readable", diff, {})
+    rows = {r["code"]: r["name"] for r in content.differential_rows()}
+    assert rows["BLA"].endswith("†") and not rows["LYT"].endswith("†")
+    assert "BLA" in content.synthetic_note()
+    assert empty_cropset().not_codes.shape == (0,)
+
+
+def test_a_slide_unlike_the_validated_data_is_warned_about() -> None:
+    cells = _cells(["LYT"] * 400 + ["NGS"] * 100)
+    cells.feature_distance = np.full(len(cells), 1.2)
+    typical = differential(cells, "s", distance_limit=2.0)
+    assert typical.domain_warning == "" and typical.feature_distance == pytest.approx(1.2)
+    assert not any(f.kind == "domain" for f in typical.findings)
+    cells.feature_distance = np.full(len(cells), 3.5)
+    odd = differential(cells, "s", distance_limit=2.0)
+    assert "unlike every set the classifier was validated on" in odd.domain_warning
+    assert odd.findings[0].kind == "domain" and odd.findings[0].borderline
+    assert differential(cells, "s").domain_warning == ""  # a model without a limit cannot judge
+
+
+def test_feature_distance_is_about_one_for_training_cells_and_large_for_others() -> None:
+    torch.manual_seed(0)
+    config = default_config(("LYT", "NGS"))
+    config.update(stem=8, widths=[8, 16], depths=[1, 1])
+    net = CellNet(config).eval()
+    f = torch.randn(2000, 16) * torch.linspace(0.5, 3, 16) + 4
+    net.feature_mean.copy_(f.mean(0))
+    net.feature_precision.copy_(torch.linalg.inv(torch.cov(f.T)))
+    assert net.feature_distance(f).median() == pytest.approx(1.0, abs=0.1)
+    assert net.feature_distance(f + 6).median() > 2.0
+    config["feature_stats"] = False
+    assert torch.isnan(CellNet(config).feature_distance(f)).all()
