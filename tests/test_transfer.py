@@ -171,3 +171,25 @@ def test_feature_distance_is_about_one_for_training_cells_and_large_for_others()
     assert net.feature_distance(f + 6).median() > 2.0
     config["feature_stats"] = False
     assert torch.isnan(CellNet(config).feature_distance(f)).all()
+
+
+def test_reversed_gradient_and_the_rows_domain_alignment_uses() -> None:
+    x = torch.ones(3, requires_grad=True)
+    train_classifier._ReverseGradient.apply(x, 0.5).sum().backward()
+    assert torch.equal(x.grad, torch.full((3,), -0.5))
+    data = _cropset(["LYT", "LYT", "BLA", "PLM"], ["pbc", "phantom", "phantom", "segpc"])
+    assert train_classifier.shared_codes(data, ("LYT", "BLA", "PLM")).tolist() == [True, True, False, False]
+
+
+def test_fit_with_domain_alignment_trains_and_leaves_no_critic_in_the_model() -> None:
+    rng = np.random.default_rng(0)
+    n = 24
+    data = CropSet(rng.integers(0, 255, (n, 128, 128, 3), dtype=np.uint8), np.array(["LYT", "NGS"] * 12, "U8"),
+                   np.array(["pbc"] * 12 + ["phantom"] * 12, "U16"), np.full(n, "", "U256"),
+                   np.full(n, -1, np.int8), np.full(n, -1, np.int8))
+    config = default_config(("LYT", "NGS"))
+    config.update(stem=8, widths=[8, 16], depths=[1, 1])
+    settings = train_classifier.TrainSettings(steps=3, batch_size=8, domain_weight=0.3, negative_fraction=0.0)
+    model, stats = train_classifier.fit(CellNet(config), data, ("LYT", "NGS"), settings)
+    assert stats["steps"] == 3
+    assert set(model.state_dict()) == set(CellNet(config).state_dict())

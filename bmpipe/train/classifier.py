@@ -76,6 +76,9 @@ class TrainSettings:
     synthetic_only: tuple[str, ...] = ()
     # Share of batches' draws from cells labelled only by what they are not (SegPC non-plasma marrow cells).
     negative_fraction: float = 0.03
+    # Weight of the adversarial loss that makes phantom and real cells of a class indistinguishable in the
+    # features (0: off). Only classes with both real and phantom images take part.
+    domain_weight: float = 0.0
 
 
 @dataclass
@@ -216,6 +219,31 @@ def learned_from(data: CropSet, codes: tuple[str, ...]) -> dict[str, list[str]]:
     return {c: sorted(set(data.sources[data.codes == c].tolist())) for c in codes}
 
 
+class _ReverseGradient(torch.autograd.Function):
+    """Identity forward; the gradient times ``-scale`` backward (Ganin & Lempitsky 2015)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return -ctx.scale * grad, None
+
+
+def domain_head(width: int) -> torch.nn.Module:
+    """Tells phantom from real cells from the features; trained against them, never saved."""
+    return torch.nn.Sequential(torch.nn.Linear(width, 64), torch.nn.ReLU(), torch.nn.Linear(64, 1))
+
+
+def shared_codes(data: CropSet, codes: tuple[str, ...]) -> np.ndarray:
+    """Per row: whether the row's code has both real and phantom images (the rows domain alignment uses)."""
+    phantom = data.sources == "phantom"
+    both = [c for c in codes if ((data.codes == c) & phantom).any() and ((data.codes == c) & ~phantom).any()]
+    return np.isin(data.codes, both)
+
+
 def _lr_factor(progress: float, warmup: float) -> float:
     if progress < warmup:
         return progress / warmup
@@ -245,7 +273,13 @@ def fit(model: CellNet, data: CropSet, codes: tuple[str, ...], settings: TrainSe
     pos_weight = torch.tensor(float(np.sqrt(np.clip((labelled.sum() - n_pos) / max(n_pos, 1), 1.0, 100.0))))
     augment = Augment()
     model = model.to(memory_format=torch.channels_last).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    params = list(model.parameters())
+    aligned = torch.from_numpy(shared_codes(data, codes))
+    is_phantom = torch.from_numpy((data.sources == "phantom").astype(np.float32))
+    critic = domain_head(model.class_head.in_features) if settings.domain_weight > 0 else None
+    if critic is not None:
+        params += list(critic.parameters())
+    opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     ema = copy.deepcopy(model).eval()
     budget = settings.minutes * 60
     start = time.monotonic()
@@ -259,7 +293,8 @@ def fit(model: CellNet, data: CropSet, codes: tuple[str, ...], settings: TrainSe
             group["lr"] = settings.lr * _lr_factor(progress, settings.warmup)
         idx = torch.from_numpy(sampler.batch(settings.batch_size))
         x = augment(data.images[idx.numpy()], gen).contiguous(memory_format=torch.channels_last)
-        logits, dys_logit, grade = model(x)
+        features = model.features(x)
+        logits, dys_logit, grade = model.heads(model.dropout(features))
         t, nt = targets[idx], not_targets[idx]
         has_t, has_nt = t >= 0, nt >= 0
         loss_cls = (F.cross_entropy(logits[has_t], t[has_t], weight=class_weight,
@@ -271,22 +306,29 @@ def fit(model: CellNet, data: CropSet, codes: tuple[str, ...], settings: TrainSe
             if m_d.any() else logits.new_zeros(())
         )
         loss_grade = F.mse_loss(grade[m_g], grades[idx][m_g]) if m_g.any() else logits.new_zeros(())
-        loss = loss_cls + loss_not + 0.5 * loss_dys + 0.5 * loss_grade
+        loss_dom = logits.new_zeros(())
+        m_a = aligned[idx]
+        if critic is not None and m_a.any():
+            ramp = 2 / (1 + math.exp(-10 * progress)) - 1  # the critic first learns, then the features answer
+            guess = critic(_ReverseGradient.apply(features[m_a], ramp)).squeeze(1)
+            loss_dom = F.binary_cross_entropy_with_logits(guess, is_phantom[idx][m_a])
+        loss = loss_cls + loss_not + 0.5 * loss_dys + 0.5 * loss_grade + settings.domain_weight * loss_dom
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         _ema_update(ema, model, min(settings.ema_decay, (1 + step) / (10 + step)))
         step += 1
         running.update(
-            cls=loss_cls.item(), neg=loss_not.item(), dys=loss_dys.item(), grade=loss_grade.item(),
+            cls=loss_cls.item(), neg=loss_not.item(), dom=loss_dom.item(), dys=loss_dys.item(),
+            grade=loss_grade.item(),
             acc=(logits.argmax(1)[has_t] == t[has_t]).float().mean().item(), n=1,
         )
         if step % 100 == 0:
             n = running.pop("n")
             log.info(
-                "step %d  %.0f s  lr %.2e  loss cls %.3f not-code %.3f dys %.3f grade %.3f  train acc %.3f",
-                step, time.monotonic() - start, opt.param_groups[0]["lr"],
-                *(running[k] / n for k in ("cls", "neg", "dys", "grade", "acc")),
+                "step %d  %.0f s  lr %.2e  loss cls %.3f not-code %.3f domain %.3f dys %.3f grade %.3f  "
+                "train acc %.3f", step, time.monotonic() - start, opt.param_groups[0]["lr"],
+                *(running[k] / n for k in ("cls", "neg", "dom", "dys", "grade", "acc")),
             )
             running.clear()
     seconds = time.monotonic() - start
@@ -541,6 +583,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=TrainSettings.threads)
     parser.add_argument("--class-weight", action="append", default=[], metavar="CODE=W",
                         help="loss weight for cells of CODE (default 1); repeatable")
+    parser.add_argument("--domain-weight", type=float, default=TrainSettings.domain_weight,
+                        help="weight of the loss that makes phantom and real cells of a class alike in the "
+                             "features (default %(default)s: off)")
     parser.add_argument("--synthetic-only", action="append", default=[], metavar="CODE",
                         help="leave CODE's real images out of training (phantom cells only), to measure how far "
                              "phantom cells carry a class to real ones (evaluate classifier --transfer); repeatable")
@@ -556,6 +601,7 @@ def main(argv: list[str] | None = None) -> int:
         minutes=args.minutes, steps=args.steps, batch_size=args.batch_size,
         phantom_per_code=args.phantom_per_code, seed=args.seed, threads=args.threads, lr=args.lr, init=args.init,
         class_weights=class_weights, synthetic_only=tuple(c.upper() for c in args.synthetic_only),
+        domain_weight=args.domain_weight,
     )
     record = train_classifier(
         args.models_dir, settings, [(d, Mpp(m)) for d, m in zip(args.data, args.mpp)],
