@@ -489,6 +489,11 @@ def write_card(
         f"real:phantom {t['real_fraction']} per class; seed {t['seed']}"),
         *([f"- extra loss weight for true codes: {', '.join(f'{c} ×{w:g}' for c, w in t['class_weights'])}"]
           if t.get("class_weights") else []),
+        (f"- input normalised per crop ({config.get('input_norm', 'fixed')}); SegPC non-plasma cells "
+         f"{t.get('negative_fraction', 0):.0%} of draws; phantom/real feature alignment weight "
+         f"{t.get('domain_weight', 0):g}"),
+        *([f"- **synthetic-only proxy**: real images of {', '.join(t['synthetic_only'])} left out of training "
+           "(their held-out real images scored in the transfer section)"] if t.get("synthetic_only") else []),
         *([(f"- warm start: every weight but the new class-head rows began as classifier {config['warm_start']} "
             "(itself trained from scratch here)")] if "warm_start" in config else []),
         "",
@@ -544,8 +549,16 @@ def write_card(
     lines += [
         "## Limits",
         "",
-        ("- Real training images are peripheral blood (PBC) plus myeloma plasma cells (SegPC); classes marked ONLY "
-        "SYNTHETIC were never shown a real image, and their real-marrow accuracy is unknown."),
+        ("- Real training images are peripheral blood (PBC) plus myeloma marrow (SegPC plasma cells, and its other "
+        "nucleated cells taught only as *not PLM*); classes marked ONLY SYNTHETIC were never shown a real image, "
+        "their real-marrow accuracy is unknown, and reports mark them (†) and every finding resting on them."),
+        ("- Transfer to other labs is measured above on BCCD and wbc_seg white cells, never trained on; read "
+        "those figures, not the held-out ones, as what to expect on a new lab's slides."),
+        *([f"- Slides whose cells' median feature distance exceeds {config['feature_distance_limit']:.2f} "
+           f"({DISTANCE_MARGIN:g}× the largest held-out set's median: "
+           + ", ".join(f"{k} {v:.2f}" for k, v in config["feature_distance_validated"].items())
+           + ") get a warning instead of a confident differential."]
+          if config.get("feature_distance_limit") else []),
         ("- The dysplasia and granule heads learned dysplasia only from phantom cells; real cells were seen only as "
         "normal (PBC healthy donors). Their sensitivity on real MDS marrow is unmeasured: treat their calls as a "
         "prompt for a hematologist, never a finding."),
