@@ -67,8 +67,8 @@ class Cells:
     label_score: np.ndarray = field(default=None)  # type: ignore[assignment]
     dysplasia_grade: np.ndarray = field(default=None)  # type: ignore[assignment]
     dysplasia_score: np.ndarray = field(default=None)  # type: ignore[assignment]
-    #: How unlike the classifier's training cells the cell looks (``CellNet.feature_distance``; NaN unknown).
-    feature_distance: np.ndarray = field(default=None)  # type: ignore[assignment]
+    #: Probability that the cell's crop is Romanowsky-stained (``bmpipe.nn.stain``; NaN unknown).
+    stain_score: np.ndarray = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         n = len(self.x)
@@ -82,13 +82,13 @@ class Cells:
             self.dysplasia_grade = np.full(n, -1, dtype=np.int64)
         if self.dysplasia_score is None:
             self.dysplasia_score = np.zeros(n)
-        if self.feature_distance is None:
-            self.feature_distance = np.full(n, np.nan)
+        if self.stain_score is None:
+            self.stain_score = np.full(n, np.nan)
         self.label = np.asarray(self.label, dtype=object).reshape(-1)
         self.label_score = np.asarray(self.label_score, dtype=np.float64).reshape(-1)
         self.dysplasia_grade = np.asarray(self.dysplasia_grade, dtype=np.int64).reshape(-1)
         self.dysplasia_score = np.asarray(self.dysplasia_score, dtype=np.float64).reshape(-1)
-        self.feature_distance = np.asarray(self.feature_distance, dtype=np.float64).reshape(-1)
+        self.stain_score = np.asarray(self.stain_score, dtype=np.float64).reshape(-1)
         for f in fields(self):
             if len(getattr(self, f.name)) != n:
                 raise ValueError(f"Cells column {f.name!r} has {len(getattr(self, f.name))} rows, expected {n}")

@@ -119,7 +119,7 @@ def aggregate(cells: Cells, slide_id: str, classifier: CellClassifier) -> Differ
     """The differential, told what ``classifier`` never saw real so that its findings can say so."""
     return differential(cells, slide_id, synthetic_only=classifier.synthetic_only,
                         dysplasia_synthetic_only=classifier.dysplasia_synthetic_only,
-                        distance_limit=classifier.distance_limit)
+                        stain_checked=classifier.stain_check is not None)
 
 
 def gradcam_of(models: Models):

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from bmpipe.nn.cell_classifier import CROP_PX, CellClassifier, CellNet, default_config
+from bmpipe.nn.stain import StainCheck, unlike_share
 from bmpipe.nn.weights import save_model
 from bmpipe.records import Cells
 from bmpipe.stages.aggregate import differential
@@ -146,31 +147,32 @@ def test_report_marks_synthetic_only_classes(tmp_path: Path) -> None:
     assert empty_cropset().not_codes.shape == (0,)
 
 
-def test_a_slide_unlike_the_validated_data_is_warned_about() -> None:
+def test_a_slide_unlike_a_romanowsky_stain_is_warned_about() -> None:
     cells = _cells(["LYT"] * 400 + ["NGS"] * 100)
-    cells.feature_distance = np.full(len(cells), 1.2)
-    typical = differential(cells, "s", distance_limit=2.0)
-    assert typical.domain_warning == "" and typical.feature_distance == pytest.approx(1.2)
+    cells.stain_score = np.where(np.arange(500) < 100, 0.1, 0.9)
+    typical = differential(cells, "s", stain_checked=True)
+    assert typical.domain_warning == "" and typical.unlike_stain_share == pytest.approx(0.2)
     assert not any(f.kind == "domain" for f in typical.findings)
-    cells.feature_distance = np.full(len(cells), 3.5)
-    odd = differential(cells, "s", distance_limit=2.0)
-    assert "unlike every set the classifier was validated on" in odd.domain_warning
+    cells.stain_score = np.where(np.arange(500) < 400, 0.1, 0.9)
+    odd = differential(cells, "s", stain_checked=True)
+    assert "80% of these cells do not look stained like a Wright-Giemsa" in odd.domain_warning
     assert odd.findings[0].kind == "domain" and odd.findings[0].borderline
-    assert differential(cells, "s").domain_warning == ""  # a model without a limit cannot judge
+    assert differential(cells, "s").domain_warning == ""  # a classifier without a stain check cannot judge
 
 
-def test_feature_distance_is_about_one_for_training_cells_and_large_for_others() -> None:
-    torch.manual_seed(0)
-    config = default_config(("LYT", "NGS"))
-    config.update(stem=8, widths=[8, 16], depths=[1, 1])
-    net = CellNet(config).eval()
-    f = torch.randn(2000, 16) * torch.linspace(0.5, 3, 16) + 4
-    net.feature_mean.copy_(f.mean(0))
-    net.feature_precision.copy_(torch.linalg.inv(torch.cov(f.T)))
-    assert net.feature_distance(f).median() == pytest.approx(1.0, abs=0.1)
-    assert net.feature_distance(f + 6).median() > 2.0
-    config["feature_stats"] = False
-    assert torch.isnan(CellNet(config).feature_distance(f)).all()
+def test_stain_check_tells_stained_crops_from_grey_and_pink_ones() -> None:
+    rng = np.random.default_rng(0)
+    n = 200
+    base = rng.integers(0, 60, (3 * n, 32, 32, 1)).astype(np.float32)
+    purple = np.clip(base * [1.0, 1.8, 0.6] + [150, 110, 170], 0, 255).astype(np.uint8)  # Giemsa-like nuclei
+    pink = np.clip(base * [0.3, 1.5, 0.8] + [200, 120, 160], 0, 255).astype(np.uint8)  # eosin-like
+    grey = purple.mean(3, keepdims=True).astype(np.uint8).repeat(3, 3)
+    check = StainCheck.fit(purple[:n], np.concatenate([grey[:n], pink[:n]]))
+    assert unlike_share(check.score(purple[n:])) < 0.05
+    assert unlike_share(check.score(grey[n:])) > 0.95 and unlike_share(check.score(pink[n:])) > 0.95
+    again = StainCheck.from_config(check.as_config())
+    np.testing.assert_allclose(again.score(purple[n:]), check.score(purple[n:]), atol=1e-4)
+    assert StainCheck.from_config(None) is None
 
 
 def test_reversed_gradient_and_the_rows_domain_alignment_uses() -> None:

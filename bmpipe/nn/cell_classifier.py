@@ -21,6 +21,7 @@ from torch import nn
 from bmpipe.errors import InputError, ModelError
 from bmpipe.imaging.image_files import read_rgb
 from bmpipe.nn.fusion import fuse_batchnorm
+from bmpipe.nn.stain import StainCheck
 from bmpipe.nn.weights import ModelRecord, default_models_dir, load_weights
 from bmpipe.resolution import Mpp
 from bmpipe.slide.mpp_metadata import read_tiff_mpp, resolve_mpp
@@ -67,7 +68,6 @@ def default_config(codes: tuple[str, ...] | list[str]) -> dict[str, Any]:
         "mean": list(_MEAN),
         "std": list(_STD),
         "input_norm": "crop",
-        "feature_stats": True,
     }
 
 
@@ -118,10 +118,6 @@ class CellNet(nn.Module):
         self.grade_head = nn.Linear(cin, 1)
         self.max_grade = float(config["heads"]["granule_grade"])
         self.input_norm = config.get("input_norm", "fixed")
-        if config.get("feature_stats"):
-            # Mean and (shrunk) inverse covariance of the training cells' features, set once training ends.
-            self.register_buffer("feature_mean", torch.zeros(cin))
-            self.register_buffer("feature_precision", torch.zeros(cin, cin))
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """The network's input scaling. ``"crop"``: each crop centred on its own channel means and scaled by its
@@ -143,14 +139,6 @@ class CellNet(nn.Module):
     def heads(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         grade = torch.sigmoid(self.grade_head(f).squeeze(1)) * self.max_grade
         return self.class_head(f), self.dysplastic_head(f).squeeze(1), grade
-
-    def feature_distance(self, f: torch.Tensor) -> torch.Tensor:
-        """How unlike the training cells each feature vector is: the Mahalanobis distance to their mean,
-        per feature dimension (about 1 for a typical training cell). NaN without stored statistics."""
-        if not hasattr(self, "feature_precision"):
-            return torch.full((len(f),), float("nan"), device=f.device)
-        d = f.float() - self.feature_mean
-        return (torch.einsum("nd,de,ne->n", d, self.feature_precision, d).clamp(min=0) / d.shape[1]).sqrt()
 
 
 def rotate_batch(x: torch.Tensor, angles_deg: torch.Tensor) -> torch.Tensor:
@@ -228,7 +216,7 @@ class CellPredictions:
     dysplasia_score: np.ndarray  # (N,) float32: probability dysplastic
     granule_grade: np.ndarray  # (N,) int: 0-3 for NGS/NGB/MMZ predictions (max over 16 rotations), else -1
     dysplasia_grade: np.ndarray  # (N,) int: granule grade for neutrophils, 0/1 for other scored lineages, else -1
-    feature_distance: np.ndarray | None = None  # (N,) float32: CellNet.feature_distance (NaN without statistics)
+    stain_score: np.ndarray | None = None  # (N,) float32: P(Romanowsky-stained), NaN without a stain check
 
     def __len__(self) -> int:
         return len(self.label)
@@ -251,8 +239,8 @@ class CellClassifier:
         self.synthetic_only: tuple[str, ...] = tuple(c for c in self.codes if set(learned.get(c, ())) == {"phantom"})
         #: Whether every dysplastic example it learned from was synthetic (no real dysplasia labels).
         self.dysplasia_synthetic_only = set(config.get("dysplasia_learned_from", ())) == {"phantom"}
-        #: A slide whose cells' median feature distance exceeds this looks unlike every validated set.
-        self.distance_limit: float | None = config.get("feature_distance_limit")
+        #: Whether a crop looks Romanowsky-stained (None for classifiers before 2.0, which had no check).
+        self.stain_check = StainCheck.from_config(config.get("stain_check"))
         taxonomy = load_taxonomy()
         self._granule_mask = np.array([c in config["granule_codes"] for c in self.codes])
         lineages = set(config["dysplasia_lineages"])
@@ -291,17 +279,13 @@ class CellClassifier:
         x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device, non_blocking=True)
         return x.permute(0, 3, 1, 2).float().contiguous(memory_format=torch.channels_last)
 
-    def _run(self, x: torch.Tensor, distance: bool = False) -> tuple[torch.Tensor, ...]:
-        """(logits, dysplastic logit, grade), and with ``distance`` each crop's feature distance."""
+    def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self._cuda:
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             with torch.autocast("cuda", dtype=dtype):
-                f = self.model.features(x)
-                out = tuple(t.float() for t in self.model.heads(f))
-        else:
-            f = self.model.features(x)
-            out = self.model.heads(f)
-        return (*out, self.model.feature_distance(f)) if distance else out
+                logits, dys, grade = self.model(x)
+            return logits.float(), dys.float(), grade.float()
+        return self.model(x)
 
     @torch.inference_mode()
     def raw_grade(self, crops: np.ndarray, batch_size: int = 256, upright: np.ndarray | None = None) -> np.ndarray:
@@ -337,14 +321,12 @@ class CellClassifier:
         probs = np.zeros((n, len(self.codes)), np.float32)
         dys = np.zeros(n, np.float32)
         upright = np.zeros(n, np.float32)
-        distance = np.zeros(n, np.float32)
         for start in range(0, n, batch_size):
-            logits, d, g, dist = self._run(self._tensor(crops[start : start + batch_size]), distance=True)
+            logits, d, g = self._run(self._tensor(crops[start : start + batch_size]))
             stop = start + len(logits)
             probs[start:stop] = torch.softmax(logits, 1).cpu().numpy()
             dys[start:stop] = torch.sigmoid(d).cpu().numpy()
             upright[start:stop] = g.cpu().numpy()
-            distance[start:stop] = dist.cpu().numpy()
         top = probs.argmax(1)
         score = probs[np.arange(n), top]
         unsure = score < self.threshold
@@ -360,7 +342,8 @@ class CellClassifier:
         dgrade[scored] = (dys[scored] > 0.5).astype(np.int64)
         if grade_neutrophils:
             dgrade[neutro] = granule[neutro]
-        return CellPredictions(probs, label, score.astype(np.float32), dys, granule, dgrade, distance)
+        stain = self.stain_check.score(crops) if self.stain_check else np.full(n, np.nan, np.float32)
+        return CellPredictions(probs, label, score.astype(np.float32), dys, granule, dgrade, stain)
 
 
 def load_network(models_dir: Path | None = None) -> tuple[CellNet, dict[str, Any], ModelRecord]:

@@ -40,7 +40,7 @@ def cells_schema(with_field: bool) -> pa.Schema:
         pa.field("label_score", pa.float64()),
         pa.field("dysplasia_grade", pa.int64()),
         pa.field("dysplasia_score", pa.float64()),
-        pa.field("feature_distance", pa.float64()),
+        pa.field("stain_score", pa.float64()),
     ]
     return pa.schema(columns)
 

@@ -22,6 +22,7 @@ from bmpipe.criteria import (
     plasma_findings,
     provenance_notes,
 )
+from bmpipe.nn.stain import UNLIKE_SHARE, unlike_share
 from bmpipe.records import Cells
 from bmpipe.stats import clopper_pearson, ratio_interval
 from bmpipe.taxonomy import GROUPS, Taxonomy, load_taxonomy
@@ -69,10 +70,9 @@ class Differential:
     #: report marks them and every finding that rests on them.
     synthetic_only: tuple[str, ...] = ()
     dysplasia_synthetic_only: bool = False
-    #: Median feature distance of the slide's cells and the classifier's limit for it; over the limit the
-    #: cells look unlike any validated data, and ``domain_warning`` says so (also in the manifest).
-    feature_distance: float | None = None
-    feature_distance_limit: float | None = None
+    #: Share of the slide's cells whose crops do not look Romanowsky-stained (None: no stain check); over
+    #: ``UNLIKE_SHARE`` the input is unlike any validated data and ``domain_warning`` says so (and the manifest).
+    unlike_stain_share: float | None = None
     domain_warning: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -102,11 +102,11 @@ def differential(
     taxonomy: Taxonomy | None = None,
     synthetic_only: tuple[str, ...] = (),
     dysplasia_synthetic_only: bool = False,
-    distance_limit: float | None = None,
+    stain_checked: bool = False,
 ) -> Differential:
     """Count classified ``cells`` into a differential over the taxonomy's nucleated-cell denominator;
     ``synthetic_only`` and ``dysplasia_synthetic_only`` say what the classifier never saw real (findings
-    resting on them say so)."""
+    resting on them say so); ``stain_checked`` that the cells' ``stain_score`` is to be judged."""
     tax = taxonomy or load_taxonomy()
     counts = count_labels(cells.label, tax)
 
@@ -155,13 +155,12 @@ def differential(
         minimum_count=minimum,
         synthetic_only=tuple(synthetic_only),
         dysplasia_synthetic_only=dysplasia_synthetic_only,
-        feature_distance_limit=distance_limit,
     )
-    known = cells.feature_distance[np.isfinite(cells.feature_distance)]
-    if len(known):
-        result.feature_distance = float(np.median(known))
-        if distance_limit is not None and result.feature_distance > distance_limit:
-            result.domain_warning = domain_warning(result.feature_distance, distance_limit)
+    known = cells.stain_score[np.isfinite(cells.stain_score)]
+    if stain_checked and len(known):
+        result.unlike_stain_share = unlike_share(known)
+        if result.unlike_stain_share > UNLIKE_SHARE:
+            result.domain_warning = domain_warning(result.unlike_stain_share)
     result.findings = ([Finding("domain", result.domain_warning, True, ())] if result.domain_warning else [])
     result.findings += provenance_notes(
         count_findings(n_counted)
@@ -174,11 +173,10 @@ def differential(
     return result
 
 
-def domain_warning(distance: float, limit: float) -> str:
-    return (f"These cells look unlike every set the classifier was validated on (median feature distance "
-            f"{distance:.2f}, validated sets up to {limit:.2f}): another stain than Wright-Giemsa or May-Grünwald-"
-            "Giemsa, a tissue section, a grayscale image or a wrong resolution. This differential is not reliable: "
-            "check the input and review the cells before using any figure.")
+def domain_warning(share: float) -> str:
+    return (f"{100 * share:.0f}% of these cells do not look stained like a Wright-Giemsa or May-Grünwald-Giemsa "
+            "smear, the only kind the classifier was validated on (a tissue section, another stain or a grayscale "
+            "image?). This differential is not reliable: check the input before using any figure.")
 
 
 def _dysplasia_counts(cells: Cells, tax: Taxonomy) -> tuple[dict[str, int], dict[str, int]]:

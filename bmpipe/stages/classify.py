@@ -37,9 +37,9 @@ def labelled(cells: Cells, pred) -> Cells:
     out = cells.with_labels(pred.label, pred.label_score)
     out.dysplasia_grade = np.asarray(pred.dysplasia_grade, dtype=np.int64)
     out.dysplasia_score = np.asarray(pred.dysplasia_score, dtype=np.float64)
-    distance = getattr(pred, "feature_distance", None)
-    if distance is not None:
-        out.feature_distance = np.asarray(distance, dtype=np.float64)
+    stain = getattr(pred, "stain_score", None)
+    if stain is not None:
+        out.stain_score = np.asarray(stain, dtype=np.float64)
     return out
 
 

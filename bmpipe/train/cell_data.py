@@ -40,7 +40,7 @@ from bmpipe.slide.resample import best_reduction
 from bmpipe.slide.resample import resample as resample_as_read
 from bmpipe.slide.tiff_backend import JPEG_REDUCTIONS, decode_jpeg
 from bmpipe.taxonomy import load_taxonomy
-from bmpipe.train.datasets import DATASETS
+from bmpipe.train.datasets import DATASETS, data_root
 
 log = logging.getLogger(__name__)
 
@@ -329,6 +329,32 @@ def load_folder(root: Path, mpp: Mpp, name: str = "folder") -> tuple[CropSet, Cr
     )
     log.info("%s %s at %s: %d train, %d held out", name, root, mpp, (~test & readable).sum(), (test & readable).sum())
     return crops.subset(np.flatnonzero(~test & readable)), crops.subset(np.flatnonzero(test & readable))
+
+
+#: H&E tissue slides of the shared data that show the stain check what a Romanowsky smear is not. The third
+#: one there, ``wsi/cmu-1-small-region.svs``, is left out so that it tests the check.
+HE_SLIDES = ("wsi/tcga-cr-7395-01a-01-ts1.svs", "wsi/kidney-48-5.tif")
+#: Their files state no µm/px usable here; both are 20× scans.
+HE_MPP = Mpp(0.5)
+
+
+def he_tissue_crops(n: int, seed: int) -> np.ndarray:
+    """``n`` crops (CROP_PX at the classifier's µm/px) of H&E tissue, at random places that are not glass."""
+    from bmpipe.slide import open_slide
+
+    rng = np.random.default_rng(seed)
+    out = []
+    paths = [data_root() / p for p in HE_SLIDES if (data_root() / p).is_file()]
+    for k, path in enumerate(paths):
+        with open_slide(path, mpp=HE_MPP) as slide:
+            w, h = slide.dimensions
+            overview = slide.read_region(0, 0, w // 8, h // 8, Mpp(HE_MPP.um_per_px * 8))
+            ys, xs = np.nonzero(overview.mean(2) < 200)
+            pick = rng.choice(len(xs), size=min(len(xs), n // len(paths) + (k < n % len(paths))), replace=False)
+            f, half = 8, CROP_PX / 2 * HE_MPP.factor_to(CLASSIFIER_MPP)
+            x, y = xs[pick] * f - half, ys[pick] * f - half
+            out.append(slide.read_regions(x, y, CROP_PX, CROP_PX, CLASSIFIER_MPP))
+    return np.concatenate(out) if out else np.zeros((0, CROP_PX, CROP_PX, 3), np.uint8)
 
 
 def phantom_available() -> bool:

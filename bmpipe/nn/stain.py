@@ -1,0 +1,95 @@
+"""Is a crop stained like a Romanowsky smear (Wright-Giemsa, May-Grünwald-Giemsa)? A check on the input, not
+on the classifier's features: the classifier is trained to ignore a lab's colours, so its features cannot say
+that a slide is an H&E tissue section or a grayscale photograph, and its differential would look normal.
+
+Each crop is described by a few colour figures (the optical-density direction of its darkest tenth, the
+nuclei, and of its middle tones, the cytoplasm; its background colour and its colourfulness) and scored by a
+logistic regression fitted when the classifier is trained (``bmpipe.train.classifier``): Romanowsky-stained
+crops of every training source against H&E tissue crops and colourless copies of the Romanowsky ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+#: A slide is warned about when more than this share of its cells score below 0.5.
+UNLIKE_SHARE = 0.5
+
+
+def colour_descriptors(crops: np.ndarray) -> np.ndarray:
+    """(N, 10) float32 colour figures of uint8 RGB crops (N, H, W, 3), from every third pixel."""
+    x = crops[:, ::3, ::3].reshape(len(crops), -1, 3).astype(np.float32)
+    od = -np.log((x + 1) / 256)
+    total = od.sum(2)
+    order = np.argsort(-total, axis=1)
+    k = order.shape[1]
+
+    def direction(lo: float, hi: float) -> np.ndarray:
+        idx = order[:, int(lo * k): max(int(lo * k) + 1, int(hi * k))]
+        v = np.take_along_axis(od, idx[..., None], 1).mean(1)
+        return v / (np.linalg.norm(v, axis=1, keepdims=True) + 1e-6)
+
+    background = np.take_along_axis(x, order[:, int(0.7 * k):, None], 1).mean(1) / 255
+    chroma = (x.max(2) - x.min(2)).mean(1, keepdims=True) / 255
+    return np.concatenate([direction(0.0, 0.1), direction(0.4, 0.7), background, chroma], 1).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class StainCheck:
+    """Logistic regression on standardised :func:`colour_descriptors`; stored in the classifier's config."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    weights: np.ndarray
+    bias: float
+
+    def score(self, crops: np.ndarray) -> np.ndarray:
+        """(N,) float32: the probability that each crop is Romanowsky-stained."""
+        if not len(crops):
+            return np.zeros(0, np.float32)
+        z = (colour_descriptors(crops) - self.mean) / self.std
+        return (1 / (1 + np.exp(-(z @ self.weights + self.bias)))).astype(np.float32)
+
+    def as_config(self) -> dict[str, Any]:
+        return {"mean": self.mean.round(6).tolist(), "std": self.std.round(6).tolist(),
+                "weights": self.weights.round(6).tolist(), "bias": round(float(self.bias), 6)}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any] | None) -> StainCheck | None:
+        if not config:
+            return None
+        return cls(*(np.asarray(config[k], np.float32) for k in ("mean", "std", "weights")), float(config["bias"]))
+
+    @classmethod
+    def fit(cls, stained: np.ndarray, other: np.ndarray, l2: float = 1e-3, steps: int = 500) -> StainCheck:
+        """Fit on crops that are Romanowsky-stained and crops that are not (classes weighted equally)."""
+        import torch
+
+        d = np.concatenate([colour_descriptors(stained), colour_descriptors(other)])
+        y = np.concatenate([np.ones(len(stained)), np.zeros(len(other))]).astype(np.float32)
+        mean, std = d.mean(0), d.std(0) + 1e-6
+        z = torch.from_numpy((d - mean) / std)
+        t = torch.from_numpy(y)
+        w = torch.from_numpy(np.where(y == 1, 0.5 / len(stained), 0.5 / len(other)).astype(np.float32))
+        weights = torch.zeros(z.shape[1], requires_grad=True)
+        bias = torch.zeros((), requires_grad=True)
+        opt = torch.optim.LBFGS([weights, bias], max_iter=steps, line_search_fn="strong_wolfe")
+
+        def loss() -> torch.Tensor:
+            opt.zero_grad()
+            logit = z @ weights + bias
+            value = (w * torch.nn.functional.binary_cross_entropy_with_logits(logit, t, reduction="none")).sum()
+            value = value + l2 * weights.square().sum()
+            value.backward()
+            return value
+
+        opt.step(loss)
+        return cls(mean.astype(np.float32), std.astype(np.float32), weights.detach().numpy(), float(bias.detach()))
+
+
+def unlike_share(scores: np.ndarray) -> float:
+    """Share of cells whose crop does not look Romanowsky-stained."""
+    return float(np.mean(scores < 0.5)) if len(scores) else 0.0
