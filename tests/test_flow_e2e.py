@@ -56,10 +56,12 @@ def test_each_slide_gets_a_complete_output_folder(batch):
         "demo.tiff": "ok", "high-blasts.tiff": "ok", "low-blasts.tiff": "ok", "notes.svs": "failed",
     }
     assert "notes.svs" in manifest.loc[manifest.status == "failed", "error"].item()
+    assert manifest["warning"].isna().all()  # Giemsa-like phantom smears are not warned about
     for name in SLIDES:
         folder = out / name
         data = json.loads((folder / "differential.json").read_text())
         assert DIFFERENTIAL_KEYS <= set(data)
+        assert data["domain_warning"] == "" and data["unlike_stain_share"] < 0.1
         assert all(len(m) == 3 and len(m[2]) == 64 for m in data["models"])
         cells = pd.read_parquet(folder / "cells.parquet")
         assert {"x", "y", "x0", "y0", "x1", "y1", "label", "label_score", "dysplasia_grade"} <= set(cells.columns)
@@ -114,3 +116,25 @@ def test_photographs_without_a_resolution_are_refused_with_the_file_named(tmp_pa
     case = Path(__file__).resolve().parents[1] / "examples" / "case-fields"
     assert main(["run", str(case), "--fields", "--out", str(tmp_path)]) == 2
     assert not (tmp_path / "case-fields").exists()
+
+
+def test_a_tissue_section_and_a_grayscale_photograph_are_warned_about(tmp_path, data_dir):
+    """Neither is a Romanowsky-stained smear: both get a report that opens with a warning, not a confident
+    differential (the H&E slide is one the stain check never saw)."""
+    import cv2
+
+    he = data_dir / "wsi" / "cmu-1-small-region.svs"
+    assert main(["run", str(he), "--out", str(tmp_path / "he")]) == 0
+    manifest = pd.read_csv(tmp_path / "he" / "manifest.csv")
+    assert "do not look stained like a Wright-Giemsa" in manifest["warning"].item()
+    data = json.loads((tmp_path / "he" / he.stem / "differential.json").read_text())
+    assert data["findings"][0]["kind"] == "domain"
+    assert data["domain_warning"] in (tmp_path / "he" / he.stem / "report.html").read_text()
+
+    grey = tmp_path / "grey-case"
+    grey.mkdir()
+    for photo in sorted((Path(__file__).resolve().parents[1] / "examples" / "case-fields").glob("*.jpg")):
+        cv2.imwrite(str(grey / photo.name), cv2.imread(str(photo), cv2.IMREAD_GRAYSCALE))
+    assert main(["run", str(grey), "--fields", "--mpp", "0.1", "--out", str(tmp_path / "g")]) == 0
+    data = json.loads((tmp_path / "g" / "grey-case" / "differential.json").read_text())
+    assert data["unlike_stain_share"] > 0.9 and data["findings"][0]["kind"] == "domain"

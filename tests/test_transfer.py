@@ -195,3 +195,11 @@ def test_fit_with_domain_alignment_trains_and_leaves_no_critic_in_the_model() ->
     model, stats = train_classifier.fit(CellNet(config), data, ("LYT", "NGS"), settings)
     assert stats["steps"] == 3
     assert set(model.state_dict()) == set(CellNet(config).state_dict())
+
+
+def test_negatives_the_network_is_sure_are_that_code_are_not_trusted() -> None:
+    logits = torch.tensor([[4.0, 0.0, 0.0], [-2.0, 1.0, 0.0]])  # p(code 0): 0.96, 0.04
+    both = train_classifier.not_code_loss(logits, torch.tensor([0, 0]))
+    trusted = train_classifier.not_code_loss(logits, torch.tensor([0, 0]), trust=0.5)
+    second = train_classifier.not_code_loss(logits[1:], torch.tensor([0]))
+    assert torch.isclose(trusted, second / 2) and both > trusted

@@ -159,10 +159,18 @@ class BalancedSampler:
         return out
 
 
-def not_code_loss(logits: torch.Tensor, not_code: torch.Tensor) -> torch.Tensor:
-    """Mean of -log(1 - p(not_code)) over rows: the loss of a cell known only not to be ``not_code``."""
+#: A cell taught as "not PLM" that the network already gives at least this probability of PLM is left out of
+#: that batch's loss: SegPC leaves some plasma cells unmasked, and those look like the masked ones.
+NEGATIVE_TRUST = 0.5
+
+
+def not_code_loss(logits: torch.Tensor, not_code: torch.Tensor, trust: float = 1.0) -> torch.Tensor:
+    """Mean over rows of -log(1 - p(not_code)): the loss of cells known only not to be ``not_code``; rows
+    whose p(not_code) is ``trust`` or more count as zero (likely mislabelled)."""
     rest = logits.scatter(1, not_code[:, None], float("-inf"))
-    return (torch.logsumexp(logits, 1) - torch.logsumexp(rest, 1)).mean()
+    loss = torch.logsumexp(logits, 1) - torch.logsumexp(rest, 1)  # -log(1 - p)
+    believed = loss.detach() < -math.log(1 - trust) if trust < 1 else torch.ones_like(loss, dtype=torch.bool)
+    return (loss * believed).mean()
 
 
 def warm_start(model: CellNet, codes: tuple[str, ...], models_dir: Path) -> str:
@@ -288,7 +296,8 @@ def fit(model: CellNet, data: CropSet, codes: tuple[str, ...], settings: TrainSe
         has_t, has_nt = t >= 0, nt >= 0
         loss_cls = (F.cross_entropy(logits[has_t], t[has_t], weight=class_weight,
                                     label_smoothing=settings.label_smoothing) if has_t.any() else logits.new_zeros(()))
-        loss_not = not_code_loss(logits[has_nt], nt[has_nt]) if has_nt.any() else logits.new_zeros(())
+        loss_not = (not_code_loss(logits[has_nt], nt[has_nt], NEGATIVE_TRUST) if has_nt.any()
+                    else logits.new_zeros(()))
         m_d, m_g = dysplastic[idx] >= 0, grades[idx] >= 0
         loss_dys = (
             F.binary_cross_entropy_with_logits(dys_logit[m_d], dysplastic[idx][m_d], pos_weight=pos_weight)
@@ -587,8 +596,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phantom-per-code", type=int, default=TrainSettings.phantom_per_code)
     parser.add_argument("--seed", type=int, default=TrainSettings.seed)
     parser.add_argument("--lr", type=float, default=TrainSettings.lr)
-    parser.add_argument("--init", type=Path, default=None,
-                        help="models folder whose classifier to start from (class-head rows matched by code)")
+    parser.add_argument("--init", default=None, metavar="DIR|shipped",
+                        help="models folder whose classifier to start from, or 'shipped' for bmpipe's own "
+                             "(class-head rows matched by code; default: from scratch)")
     parser.add_argument("--threads", type=int, default=TrainSettings.threads)
     parser.add_argument("--class-weight", action="append", default=[], metavar="CODE=W",
                         help="loss weight for cells of CODE (default 1); repeatable")
@@ -608,7 +618,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--class-weight takes CODE=W, e.g. PMO=1.5")
     settings = TrainSettings(
         minutes=args.minutes, steps=args.steps, batch_size=args.batch_size,
-        phantom_per_code=args.phantom_per_code, seed=args.seed, threads=args.threads, lr=args.lr, init=args.init,
+        phantom_per_code=args.phantom_per_code, seed=args.seed, threads=args.threads, lr=args.lr,
+        init=None if args.init is None else default_models_dir() if args.init == "shipped" else Path(args.init),
         class_weights=class_weights, synthetic_only=tuple(c.upper() for c in args.synthetic_only),
         domain_weight=args.domain_weight,
     )
