@@ -439,7 +439,8 @@ def _data_lines(data: TrainingData) -> list[str]:
         "segpc": (
             f"- **SegPC-2021** ({segpc.licence}): myeloma marrow aspirate fields; plasma cells (PLM) cut around "
             f"mask blobs > {cell_data.SEGPC_MIN_AREA} px, blobs over {cell_data.SEGPC_MERGED_FACTOR}× the median "
-            f"area (touching cells) left out; resampled from {segpc.mpp}. Not labelled for dysplasia."
+            "area (touching cells) left out; resampled from each field's camera (0.185 or 0.23 µm/px, told apart "
+            "by the letterbox). Not labelled for dysplasia."
         ),
         "segpc-other": (
             "- **SegPC non-plasma marrow cells**: nucleated cells the shipped U-Net detector finds in SegPC fields "
@@ -495,12 +496,13 @@ def write_card(
         *([f"- extra loss weight for true codes: {', '.join(f'{c} ×{w:g}' for c, w in t['class_weights'])}"]
           if t.get("class_weights") else []),
         (f"- input normalised per crop ({config.get('input_norm', 'fixed')}); SegPC non-plasma cells "
-         f"{t.get('negative_fraction', 0):.0%} of draws; phantom/real feature alignment weight "
+         f"{t.get('negative_fraction', 0):.1%} of draws (those it already calls PLM with p ≥ {NEGATIVE_TRUST:g} left "
+         "out of the loss); phantom/real feature alignment weight "
          f"{t.get('domain_weight', 0):g}"),
         *([(f"- **synthetic-only proxy**: real images of {', '.join(t['synthetic_only'])} left out of training "
             "(their held-out real images scored in the transfer section)")] if t.get("synthetic_only") else []),
         *([(f"- warm start: every weight but the new class-head rows began as classifier {config['warm_start']} "
-            "(itself trained from scratch here)")] if "warm_start" in config else []),
+            "(a classifier trained here, from scratch at first; no outside weights)")] if "warm_start" in config else []),
         "",
         "## Data",
         "",
