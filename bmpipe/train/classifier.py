@@ -161,7 +161,7 @@ class BalancedSampler:
 
 #: A cell taught as "not PLM" that the network already gives at least this probability of PLM is left out of
 #: that batch's loss: SegPC leaves some plasma cells unmasked, and those look like the masked ones.
-NEGATIVE_TRUST = 0.5
+NEGATIVE_TRUST = 0.3
 
 
 def not_code_loss(logits: torch.Tensor, not_code: torch.Tensor, trust: float = 1.0) -> torch.Tensor:
