@@ -186,25 +186,25 @@ def count_findings(n_counted: int) -> list[Finding]:
     return [Finding("count", text, True, (source,))]
 
 
-def unvalidated_note(codes: list[str] | tuple[str, ...], what: str) -> str:
+def unvalidated_note(codes: list[str]) -> str:
     """The sentence a finding carries when it rests on classes the classifier learned only from synthetic
     cells: a prompt to count them by eye, not a validated figure."""
-    return (f" {what} rests on {', '.join(codes)}, which the classifier learned only from synthetic (phantom) "
-            "cells and has never been shown to recognise on real cells: treat it as unvalidated and confirm "
-            "every such cell on the smear.")
+    return (f" This percentage rests on {', '.join(codes)}, which the classifier learned only from synthetic "
+            "(phantom) cells and has never been shown to recognise on real cells: treat it as unvalidated and "
+            "confirm every such cell on the smear.")
 
 
 def provenance_notes(findings: list[Finding], synthetic_only: tuple[str, ...], blast_codes: tuple[str, ...],
                      plasma_codes: tuple[str, ...], dysplasia_synthetic: bool) -> list[Finding]:
     """``findings`` with :func:`unvalidated_note` added to each that depends on a synthetic-only class (blasts,
     plasma cells) or on dysplasia learned only from synthetic cells."""
+    resting_on = {"blasts": [c for c in blast_codes if c in synthetic_only],
+                  "plasma_cells": [c for c in plasma_codes if c in synthetic_only]}
     out = []
     for f in findings:
         text = f.text
-        if f.kind == "blasts" and set(blast_codes) & set(synthetic_only):
-            text += unvalidated_note([c for c in blast_codes if c in synthetic_only], "This percentage")
-        elif f.kind == "plasma_cells" and set(plasma_codes) & set(synthetic_only):
-            text += unvalidated_note([c for c in plasma_codes if c in synthetic_only], "This percentage")
+        if resting_on.get(f.kind):
+            text += unvalidated_note(resting_on[f.kind])
         elif f.kind == "dysplasia" and dysplasia_synthetic:
             text += (" Dysplasia was learned only from synthetic (phantom) cells and is unvalidated on real "
                      "marrow: confirm on the smear.")

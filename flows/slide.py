@@ -118,8 +118,7 @@ def detect_classify(slide: Slide, smear: SmearMap, models: Models, tiles: TileSt
 def aggregate(cells: Cells, slide_id: str, classifier: CellClassifier) -> Differential:
     """The differential, told what ``classifier`` never saw real so that its findings can say so."""
     return differential(cells, slide_id, synthetic_only=classifier.synthetic_only,
-                        dysplasia_synthetic_only=classifier.dysplasia_synthetic_only,
-                        stain_checked=classifier.stain_check is not None)
+                        dysplasia_synthetic_only=classifier.dysplasia_synthetic_only)
 
 
 def gradcam_of(models: Models):

@@ -150,14 +150,15 @@ def test_report_marks_synthetic_only_classes(tmp_path: Path) -> None:
 def test_a_slide_unlike_a_romanowsky_stain_is_warned_about() -> None:
     cells = _cells(["LYT"] * 400 + ["NGS"] * 100)
     cells.stain_score = np.where(np.arange(500) < 100, 0.1, 0.9)
-    typical = differential(cells, "s", stain_checked=True)
+    typical = differential(cells, "s")
     assert typical.domain_warning == "" and typical.unlike_stain_share == pytest.approx(0.2)
     assert not any(f.kind == "domain" for f in typical.findings)
     cells.stain_score = np.where(np.arange(500) < 400, 0.1, 0.9)
-    odd = differential(cells, "s", stain_checked=True)
+    odd = differential(cells, "s")
     assert "80% of these cells do not look stained like a Wright-Giemsa" in odd.domain_warning
     assert odd.findings[0].kind == "domain" and odd.findings[0].borderline
-    assert differential(cells, "s").domain_warning == ""  # a classifier without a stain check cannot judge
+    cells.stain_score = np.full(500, np.nan)  # a classifier without a stain check cannot judge
+    assert differential(cells, "s").domain_warning == ""
 
 
 def test_stain_check_tells_stained_crops_from_grey_and_pink_ones() -> None:

@@ -28,9 +28,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from bmpipe.evaluation.classifier import PBC_GROUPS, Target, class_report, pbc_group
+from bmpipe.evaluation.classifier import PBC_GROUPS, Target, class_report, evaluate_pbc_groups, pbc_group
 from bmpipe.imaging.image_files import read_rgb
-from bmpipe.nn.cell_classifier import CellClassifier, single_cell_crop
+from bmpipe.nn.cell_classifier import CROP_PX, CellClassifier, single_cell_crop
 from bmpipe.resolution import Mpp
 from bmpipe.train import cell_data
 from bmpipe.train.datasets import DATASETS, data_root
@@ -124,7 +124,7 @@ def wbc_seg_cells(dataset: str, root: Path | None = None) -> GroupedCells:
 
 
 def _stack(crops: list[np.ndarray]) -> np.ndarray:
-    return np.stack(crops) if crops else np.zeros((0, 96, 96, 3), np.uint8)
+    return np.stack(crops) if crops else np.zeros((0, CROP_PX, CROP_PX, 3), np.uint8)
 
 
 def score_groups(clf: CellClassifier, cells: GroupedCells) -> dict[str, Any]:
@@ -170,8 +170,14 @@ def score_synthetic_only(clf: CellClassifier, real_held_out: dict[str, cell_data
     return recall
 
 
-def evaluate_transfer(clf: CellClassifier, pbc_held_out: cell_data.CropSet | None = None) -> dict[str, Any]:
-    """Every transfer score the data here allows (sets not found are skipped with a warning)."""
+#: The real held-out sets these scores use, each with its loader: a training run passes its own.
+_HELD_OUT = {"pbc": ("pbc", cell_data.load_pbc), "segpc": ("segpc", cell_data.load_segpc),
+             "segpc-other": ("segpc", cell_data.load_segpc_others)}
+
+
+def evaluate_transfer(clf: CellClassifier, held_out: dict[str, cell_data.CropSet] | None = None) -> dict[str, Any]:
+    """Every transfer score the data here allows (sets not found are skipped with a warning). ``held_out``:
+    the real held-out sets already loaded (a training run's), by the names of :data:`_HELD_OUT`."""
     result: dict[str, Any] = {"model": f"{clf.record.name} {clf.record.version}", "sha256": clf.record.sha256}
     unseen: dict[str, Any] = {}
     if (DATASETS["bccd"].path.parent / "wbc_subtype_labels.csv").exists():
@@ -184,20 +190,15 @@ def evaluate_transfer(clf: CellClassifier, pbc_held_out: cell_data.CropSet | Non
         else:
             log.warning("wbc_seg %s not found; not scored", dataset)
     result["unseen_lab"] = unseen
-    real: dict[str, cell_data.CropSet] = {}
-    if DATASETS["segpc"].path.is_dir():
-        plasma = cell_data.load_segpc()[1]
-        others = cell_data.load_segpc_others()[1]
-        result["segpc"] = score_segpc(clf, plasma, others)
-        real["segpc"] = plasma
-    if pbc_held_out is None and DATASETS["pbc"].path.is_dir():
-        pbc_held_out = cell_data.load_pbc()[1]
-    if pbc_held_out is not None:
-        from bmpipe.evaluation.classifier import evaluate_pbc_groups
-
-        result["pbc_groups"] = evaluate_pbc_groups(clf, pbc_held_out)
-        real["pbc"] = pbc_held_out
-    proxy = score_synthetic_only(clf, real)
+    real = dict(held_out or {})
+    for name, (dataset, loader) in _HELD_OUT.items():
+        if name not in real and DATASETS[dataset].path.is_dir():
+            real[name] = loader()[1]
+    if "segpc" in real:
+        result["segpc"] = score_segpc(clf, real["segpc"], real.get("segpc-other", cell_data.empty_cropset()))
+    if "pbc" in real:
+        result["pbc_groups"] = evaluate_pbc_groups(clf, real["pbc"])
+    proxy = score_synthetic_only(clf, {k: v for k, v in real.items() if k in ("pbc", "segpc")})
     if proxy:
         result["synthetic_only"] = proxy
     result["figures"] = transfer_figures(result)

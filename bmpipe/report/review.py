@@ -222,8 +222,7 @@ def import_review(folder: Path, review: Path | None = None) -> Path:
     corrected = {c.cell_id: c.label for c in corrections}
     data = json.loads((folder / "differential.json").read_text("utf-8"))
     diff = differential(cells, data["slide"], synthetic_only=tuple(data.get("synthetic_only", ())),
-                        dysplasia_synthetic_only=bool(data.get("dysplasia_synthetic_only", False)),
-                        stain_checked=data.get("unlike_stain_share") is not None)
+                        dysplasia_synthetic_only=bool(data.get("dysplasia_synthetic_only", False)))
     diff.reviewed, diff.n_reviewed = True, n_reviewed
     diff.n_corrected = sum(label != str(frame["label"].iat[i]) for i, label in corrected.items())
     note = (f"Reviewed {utc_stamp()}: {n_reviewed} cells listed in {review.name} were offered for review, "

@@ -102,11 +102,10 @@ def differential(
     taxonomy: Taxonomy | None = None,
     synthetic_only: tuple[str, ...] = (),
     dysplasia_synthetic_only: bool = False,
-    stain_checked: bool = False,
 ) -> Differential:
     """Count classified ``cells`` into a differential over the taxonomy's nucleated-cell denominator;
     ``synthetic_only`` and ``dysplasia_synthetic_only`` say what the classifier never saw real (findings
-    resting on them say so); ``stain_checked`` that the cells' ``stain_score`` is to be judged."""
+    resting on them say so). Cells with a ``stain_score`` (a classifier with a stain check) are judged by it."""
     tax = taxonomy or load_taxonomy()
     counts = count_labels(cells.label, tax)
 
@@ -157,7 +156,7 @@ def differential(
         dysplasia_synthetic_only=dysplasia_synthetic_only,
     )
     known = cells.stain_score[np.isfinite(cells.stain_score)]
-    if stain_checked and len(known):
+    if len(known):
         result.unlike_stain_share = unlike_share(known)
         if result.unlike_stain_share > UNLIKE_SHARE:
             result.domain_warning = domain_warning(result.unlike_stain_share)

@@ -205,13 +205,24 @@ def _segpc_centres(mask: np.ndarray) -> list[tuple[float, float, int]]:
     return [(x, y, a) for (y, x), a in zip(centres, areas) if a > SEGPC_MIN_AREA]
 
 
-def _segpc_test_fields(paths: list[Path]) -> set[Path]:
-    """The held-out SegPC fields: a fixed share by field, so all cells of a field are on one side."""
-    return {p for p, t in zip(paths, held_out([str(p) for p in paths], ["PLM"] * len(paths))) if t}
+def _segpc_plasma_cells(root: Path) -> tuple[dict[Path, list[tuple[float, float]]], int]:
+    """Per masked SegPC field, the centres of its single plasma cells (mask blobs up to
+    ``SEGPC_MERGED_FACTOR`` × the median area), and how many merged blobs were left out."""
+    fields = [p for p in sorted((root / "images").glob("*.jpg")) if (root / "masks" / p.name).exists()]
+    blobs = {p: _segpc_centres(cv2.imread(str(root / "masks" / p.name), cv2.IMREAD_GRAYSCALE) > 127)
+             for p in fields}
+    areas = [a for found in blobs.values() for _, _, a in found]
+    limit = SEGPC_MERGED_FACTOR * float(np.median(areas)) if areas else 0.0
+    single = {p: [(x, y) for x, y, a in found if a <= limit] for p, found in blobs.items()}
+    return single, len(areas) - sum(len(c) for c in single.values())
 
 
-def _segpc_split(crops: CropSet, test_fields: set[Path]) -> tuple[CropSet, CropSet]:
-    test = np.array([Path(p) in test_fields for p in crops.paths], bool)
+def _segpc_split(crops: CropSet, cells: dict[Path, list[tuple[float, float]]]) -> tuple[CropSet, CropSet]:
+    """(train, held-out) by field: a fixed share of the fields that hold plasma cells (the split classifiers
+    before 2.0 were trained on), so all cells of a field are on one side; other fields train."""
+    fields = [str(p) for p, c in cells.items() if c]
+    test_fields = {p for p, t in zip(fields, held_out(fields, ["PLM"] * len(fields))) if t}
+    test = np.isin(crops.paths, list(test_fields))
     return crops.subset(np.flatnonzero(~test)), crops.subset(np.flatnonzero(test))
 
 
@@ -227,27 +238,22 @@ def load_segpc(root: Path | None = None) -> tuple[CropSet, CropSet]:
     from bmpipe.train.detector_data import segpc_mpp
 
     root = root or DATASETS["segpc"].path
-    fields = [p for p in sorted((root / "images").glob("*.jpg")) if (root / "masks" / p.name).exists()]
-    blobs = {p: _segpc_centres(cv2.imread(str(root / "masks" / p.name), cv2.IMREAD_GRAYSCALE) > 127)
-             for p in fields}
-    areas = [a for found in blobs.values() for _, _, a in found]
-    if not areas:
-        return empty_cropset(), empty_cropset()
-    limit = SEGPC_MERGED_FACTOR * float(np.median(areas))
+    cells, merged = _segpc_plasma_cells(root)
     crops, paths = [], []
-    for path, found in blobs.items():
-        single = [(x, y) for x, y, a in found if a <= limit]
-        if single:
+    for path, centres in cells.items():
+        if centres:
             image = read_rgb(path)
-            crops += _field_crops(image, segpc_mpp(image), single)
-            paths += [str(path)] * len(single)
+            crops += _field_crops(image, segpc_mpp(image), centres)
+            paths += [str(path)] * len(centres)
     n = len(crops)
+    if not n:
+        return empty_cropset(), empty_cropset()
     crops_set = CropSet(
         np.stack(crops), np.full(n, "PLM", "U8"), np.full(n, "segpc", "U16"), np.array(paths, "U256"),
         np.full(n, -1, np.int8), np.full(n, -1, np.int8),
     )
-    train, test = _segpc_split(crops_set, _segpc_test_fields(fields))
-    log.info("SegPC %s: %d plasma cells (%d merged blobs left out), %d held out", root, n, len(areas) - n, len(test))
+    train, test = _segpc_split(crops_set, cells)
+    log.info("SegPC %s: %d plasma cells (%d merged blobs left out), %d held out", root, n, merged, len(test))
     return train, test
 
 
@@ -258,10 +264,11 @@ SEGPC_MASK_MARGIN_UM = 3.0
 
 def load_segpc_others(root: Path | None = None, models_dir: Path | None = None) -> tuple[CropSet, CropSet]:
     """(train, held-out) real marrow cells that are not plasma cells: the nucleated cells the shipped U-Net
-    detector finds in SegPC fields with their centre outside every plasma-cell mask (SegPC masks every
-    plasma cell of a field). Their class is unknown, so they are labelled by what they are not
-    (``not_codes`` "PLM"): the one real marrow that teaches "marrow-looking" is not "plasma cell".
-    Split by field as :func:`load_segpc` splits, so a held-out field's cells are on one side together."""
+    detector finds in SegPC fields with their centre outside every plasma-cell mask. Their class is unknown,
+    so they are labelled by what they are not (``not_codes`` "PLM"): the one real marrow that teaches
+    "marrow-looking" is not "plasma cell". SegPC leaves some plasma cells unmasked, so a few of them are
+    plasma cells after all (training trusts them only below ``NEGATIVE_TRUST``). Split by field as
+    :func:`load_segpc` splits, so a held-out field's cells are on one side together."""
     from bmpipe.models import load_detector
     from bmpipe.slide import open_slide
     from bmpipe.stages.detect import detect_cells
@@ -269,10 +276,10 @@ def load_segpc_others(root: Path | None = None, models_dir: Path | None = None) 
     from bmpipe.train.detector_data import segpc_mpp
 
     root = root or DATASETS["segpc"].path
-    fields = [p for p in sorted((root / "images").glob("*.jpg")) if (root / "masks" / p.name).exists()]
+    plasma, _ = _segpc_plasma_cells(root)
     detector = load_detector("unet", models_dir, "cpu")
     crops, paths = [], []
-    for path in fields:
+    for path in plasma:
         image = read_rgb(path)
         mpp = segpc_mpp(image)
         mask = cv2.imread(str(root / "masks" / path.name), cv2.IMREAD_GRAYSCALE) > 127
@@ -293,7 +300,7 @@ def load_segpc_others(root: Path | None = None, models_dir: Path | None = None) 
         np.stack(crops), np.full(n, "", "U8"), np.full(n, "segpc-other", "U16"), np.array(paths, "U256"),
         np.full(n, -1, np.int8), np.full(n, -1, np.int8), np.full(n, "PLM", "U8"),
     )
-    train, test = _segpc_split(crops_set, _segpc_test_fields(fields))
+    train, test = _segpc_split(crops_set, plasma)
     log.info("SegPC %s: %d detected non-plasma marrow cells, %d held out", root, n, len(test))
     return train, test
 

@@ -169,8 +169,7 @@ def not_code_loss(logits: torch.Tensor, not_code: torch.Tensor, trust: float = 1
     whose p(not_code) is ``trust`` or more count as zero (likely mislabelled)."""
     rest = logits.scatter(1, not_code[:, None], float("-inf"))
     loss = torch.logsumexp(logits, 1) - torch.logsumexp(rest, 1)  # -log(1 - p)
-    believed = loss.detach() < -math.log(1 - trust) if trust < 1 else torch.ones_like(loss, dtype=torch.bool)
-    return (loss * believed).mean()
+    return (loss * (1 - torch.exp(-loss.detach()) < trust)).mean()
 
 
 def warm_start(model: CellNet, codes: tuple[str, ...], models_dir: Path) -> str:
@@ -236,8 +235,7 @@ def domain_head(width: int) -> torch.nn.Module:
 
 def shared_codes(data: CropSet, codes: tuple[str, ...]) -> np.ndarray:
     """Per row: whether the row's code has both real and phantom images (the rows domain alignment uses)."""
-    phantom = data.sources == "phantom"
-    both = [c for c in codes if ((data.codes == c) & phantom).any() and ((data.codes == c) & ~phantom).any()]
+    both = [c for c, sources in learned_from(data, codes).items() if "phantom" in sources and len(sources) > 1]
     return np.isin(data.codes, both)
 
 
@@ -392,7 +390,7 @@ def finish(model: CellNet, config: dict[str, Any], data: TrainingData, models_di
     metrics = evaluate(clf, data.held_out, work)
     for line in format_metrics(metrics):
         log.info("%s", line)
-    transfer = evaluate_transfer(clf, data.held_out.get("pbc"))
+    transfer = evaluate_transfer(clf, data.held_out)
     for line in format_transfer(transfer):
         log.info("%s", line)
     write_transfer(transfer, work)
