@@ -9,7 +9,6 @@ ends with ``manifest.csv``: one row per slide, status ``ok``, ``failed`` or ``sk
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import time
@@ -22,6 +21,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from bmpipe.errors import BmpipeError
 from bmpipe.report.cohort import write_cohort_summary
+from bmpipe.report.spreadsheet import SafeWriter
 from bmpipe.slide import open_slide
 from flows import progress
 from flows.deidentify import Pseudonyms, deidentified
@@ -82,7 +82,7 @@ def write_manifest(outcomes: list[SlideOutcome], out_dir: Path) -> Path:
     path = out_dir / "manifest.csv"
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
+        writer = SafeWriter(f)
         writer.writerow(["slide", "status", "error", "seconds", "output", "warning"])
         for o in outcomes:
             writer.writerow([o.slide, o.status, o.error, f"{o.seconds:.1f}", o.output, o.warning])

@@ -92,14 +92,31 @@ def sweep_staging(out_dir: Path) -> int:
     return len(stale)
 
 
+def make_out_dir(out_dir: Path) -> Path:
+    """``out_dir``, created if missing; a path that cannot be an output folder is one clear line, not a traceback."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise InputError(out_dir, "is a file, not a folder: --out needs a folder") from None
+    except NotADirectoryError:
+        raise InputError(out_dir, "lies under a file, not a folder: --out needs a folder") from None
+    except OSError as exc:
+        raise InputError(out_dir, f"output folder cannot be created ({exc.strerror or exc})") from None
+    return out_dir
+
+
 @contextmanager
 def batch_lock(out_dir: Path) -> Iterator[None]:
     """One batch at a time per output folder (a scheduled run and a manual one must not sweep each other).
 
     An ``flock`` is released by the kernel when its process dies, so a killed run never leaves it stuck.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / ".bmpipe.lock", "w") as f:
+    make_out_dir(out_dir)
+    try:
+        lock = open(out_dir / ".bmpipe.lock", "w")  # noqa: SIM115 - held for the block below
+    except OSError as exc:
+        raise InputError(out_dir, f"output folder cannot be written ({exc.strerror or exc})") from None
+    with lock as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -198,3 +198,62 @@ def test_recomputed_differential_equals_a_fresh_count_of_the_corrected_labels(tm
     data = json.loads((folder / "differential.json").read_text())
     for key in ("counts", "percent", "blast_pct", "me_ratio", "dysplasia_pct", "n_counted"):
         assert data[key] == json.loads(json.dumps(fresh[key])), key
+
+
+@pytest.mark.parametrize("crop_path", ["../../../etc/passwd", "/etc/passwd", "crops/NGS/0.jpg"])
+def test_a_row_naming_another_file_as_its_crop_is_refused(tmp_path, crop_path):
+    folder = write_slide_outputs(slide_result(), tmp_path)
+    before = (folder / "differential.json").read_text()
+    rows = edit(folder, {})
+    victim = next(r for r in rows if r["predicted_class"] == "BLA")
+    victim["crop_path"], victim["corrected_class"] = crop_path, "LYT"
+    with open(folder / "review.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=REVIEW_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    with pytest.raises(InputError, match=rf"line \d+: crop_path .* is not cell {victim['cell_id']}'s crop") as err:
+        import_review(folder)
+    assert "\n" not in str(err.value)
+    assert (folder / "differential.json").read_text() == before and not (tmp_path / "corrections").exists()
+
+
+def test_a_crop_replaced_by_a_link_or_a_non_image_is_not_copied_for_retraining(tmp_path):
+    folder = write_slide_outputs(slide_result(), tmp_path)
+    rows = edit(folder, {})
+    blasts = [r for r in rows if r["predicted_class"] == "BLA"][:3]
+    (folder / blasts[0]["crop_path"]).unlink()
+    (folder / blasts[0]["crop_path"]).symlink_to("/etc/hostname")
+    (folder / blasts[1]["crop_path"]).write_text("root:x:0:0\n")
+    edit(folder, {int(r["cell_id"]): "LYT" for r in blasts})
+    import_review(folder)
+    copied = sorted(p.name for p in (tmp_path / "corrections").rglob("*"))
+    assert copied == ["LYT", f"case-1--{blasts[2]['cell_id']}.jpg"]
+    assert "root:x" not in (folder / "report.html").read_text()
+    assert json.loads((folder / "differential.json").read_text())["n_corrected"] == 3
+
+
+def test_a_semicolon_separated_review_from_a_spreadsheet_is_read(tmp_path):
+    folder = write_slide_outputs(slide_result(), tmp_path)
+    rows = edit(folder, {})
+    with open(folder / "review.csv", "w", newline="", encoding="utf-8-sig") as f:
+        writer = csv.DictWriter(f, fieldnames=REVIEW_COLUMNS, delimiter=";")
+        writer.writeheader()
+        writer.writerows({**r, "score": r["score"].replace(".", ","),
+                          "corrected_class": "LYT" if i < 2 else ""} for i, r in enumerate(rows))
+    import_review(folder)
+    assert json.loads((folder / "differential.json").read_text())["n_corrected"] == 2
+
+
+def test_import_rebuilds_the_cohort_summary(tmp_path):
+    from bmpipe.report.cohort import write_cohort_summary
+
+    folder = write_slide_outputs(slide_result(), tmp_path)
+    write_cohort_summary(tmp_path)
+    before = read_rows(tmp_path / "cohort.csv")[0]
+    assert before["reviewed"] == "False"
+    rows = edit(folder, {})
+    edit(folder, {int(r["cell_id"]): "LYT" for r in rows if r["predicted_class"] == "BLA"})
+    import_review(folder)
+    after = read_rows(tmp_path / "cohort.csv")[0]
+    assert after["reviewed"] == "True" and float(after["blast_pct"]) < float(before["blast_pct"])
+    assert "(reviewed)" in (tmp_path / "cohort.html").read_text()

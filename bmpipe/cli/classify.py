@@ -9,13 +9,13 @@ that cannot be used gets one error line naming it, and the others are still clas
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 from pathlib import Path
 
 from bmpipe.errors import InputError
 from bmpipe.nn.cell_classifier import CellClassifier
 from bmpipe.nn.weights import default_models_dir
+from bmpipe.report.spreadsheet import SafeWriter
 from bmpipe.resolution import Mpp
 from bmpipe.train.cell_data import image_files
 
@@ -44,7 +44,7 @@ def classify_files(clf: CellClassifier, files: list[Path], mpp: Mpp | None, out:
     failed = 0
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:
-        writer = csv.writer(f)
+        writer = SafeWriter(f)
         writer.writerow(["image", "label", "score", *(f"p_{c}" for c in clf.codes)])
         for start in range(0, len(files), batch_size):
             chunk = files[start : start + batch_size]

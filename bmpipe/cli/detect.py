@@ -10,11 +10,11 @@ no µm/px, so ``--mpp`` is needed; an image that cannot be used is reported in o
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 from pathlib import Path
 
 from bmpipe.errors import InputError
+from bmpipe.report.spreadsheet import SafeWriter
 from bmpipe.resolution import Mpp
 from bmpipe.slide.opener import IMAGE_SUFFIXES, images_in
 
@@ -49,7 +49,7 @@ def _detect(args: argparse.Namespace) -> int:
     failed = 0
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w", newline="") as f:
-        out = csv.writer(f)
+        out = SafeWriter(f)
         out.writerow(["image", "x0", "y0", "x1", "y1", "score"])
         for path in images:
             try:

@@ -61,6 +61,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from bmpipe.phantom import make_slide
+    from flows.resume import make_out_dir
+
+    make_out_dir(args.out)
 
     slide = args.out / "input" / "demo-marrow.tiff"
     if not slide.exists():

@@ -22,6 +22,8 @@ from bmpipe.errors import ModelError
 from bmpipe.nn.heap import keep_freed_memory
 
 MANIFEST = "manifest.json"
+#: What each model's manifest entry must name.
+MANIFEST_KEYS = ("file", "version", "sha256")
 
 
 def default_models_dir() -> Path:
@@ -103,8 +105,18 @@ def load_weights(models_dir: Path, name: str) -> tuple[dict[str, torch.Tensor], 
 def _read_manifest(models_dir: Path) -> dict[str, dict[str, str]]:
     path = models_dir / MANIFEST
     try:
-        return json.loads(path.read_text("utf-8"))
+        manifest = json.loads(path.read_text("utf-8"))
     except FileNotFoundError:
         raise ModelError(path, "models manifest is missing") from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelError(path, f"models manifest is not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise ModelError(path, f"models manifest must be an object of model name → entry, not a {type(manifest).__name__}")
+    for name, entry in manifest.items():
+        missing = [key for key in MANIFEST_KEYS if not isinstance(entry, dict) or not isinstance(entry.get(key), str)]
+        if missing:
+            raise ModelError(path, f"entry {name!r} has no {', '.join(missing)} (each entry needs "
+                                   f"{', '.join(MANIFEST_KEYS)})")
+        if Path(entry["file"]).name != entry["file"] or entry["file"] in ("", ".", ".."):
+            raise ModelError(path, f"entry {name!r} names file {entry['file']!r}; a model file lies in this folder")
+    return manifest

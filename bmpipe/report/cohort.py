@@ -7,7 +7,6 @@ lineage, and flags for what needs a hematologist's eye (borderline findings, cou
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import logging
@@ -19,6 +18,7 @@ import jinja2
 
 from bmpipe.criteria import load_criteria, lowest_named_range
 from bmpipe.report.content import NOTICE
+from bmpipe.report.spreadsheet import SafeDictWriter
 from bmpipe.report.staging import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def write_cohort_summary(out_dir: Path) -> tuple[Path, Path]:
     columns = list(rows[0][0]) if rows else ["slide"]
     csv_path, html_path = out_dir / COHORT_CSV, out_dir / COHORT_HTML
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer = SafeDictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(row for row, _ in rows)
     write_text_atomic(csv_path, buffer.getvalue())

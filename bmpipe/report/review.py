@@ -25,6 +25,7 @@ from bmpipe import __version__
 from bmpipe.errors import InputError
 from bmpipe.records import Cells
 from bmpipe.report.cell_files import CELLS_GEOJSON, CELLS_TABLE
+from bmpipe.report.cohort import COHORT_CSV, write_cohort_summary
 from bmpipe.report.content import GalleryItem, ReportContent, SlideSummary
 from bmpipe.report.geojson import write_geojson
 from bmpipe.report.outputs import (
@@ -36,6 +37,7 @@ from bmpipe.report.outputs import (
     write_reports,
 )
 from bmpipe.report.review_files import REVIEW_COLUMNS
+from bmpipe.report.spreadsheet import SafeWriter, read_cell
 from bmpipe.report.staging import replacing, write_text_atomic
 from bmpipe.stages.aggregate import Differential, differential
 from bmpipe.taxonomy import load_taxonomy
@@ -49,25 +51,37 @@ CORRECTIONS_DIR = "corrections"
 @dataclass(frozen=True)
 class Correction:
     cell_id: int
-    crop_path: str
     label: str
+    line: int  # the review file's line, for messages
+    crop_path: str  # as the row names it; the crop itself is found by :func:`crop_file`
 
 
-def read_review(path: Path, n_cells: int) -> tuple[int, list[Correction]]:
-    """(rows reviewed, labels given) from an edited review file; a bad line is an ``InputError`` naming it."""
+#: Delimiters a review file may come back with: spreadsheets in many locales save CSV with semicolons.
+_DELIMITERS = (",", ";", "\t")
+
+
+def _delimiter(header: str) -> str:
+    """The delimiter of a review file, from its header line (the one that splits it into most columns)."""
+    return max(_DELIMITERS, key=header.count) if any(d in header for d in _DELIMITERS) else ","
+
+
+def read_review(path: Path, n_cells: int) -> tuple[list[int], list[Correction]]:
+    """(cells reviewed, labels given) from an edited review file; a bad line is an ``InputError`` naming it."""
     tax = load_taxonomy()
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:  # spreadsheets save UTF-8 with a BOM
-            reader = csv.DictReader(f)
-            missing = {"cell_id", "corrected_class"} - set(reader.fieldnames or ())
-            if missing:
-                raise InputError(path, f"has no column {', '.join(sorted(missing))} (expected {', '.join(REVIEW_COLUMNS)})")
-            rows = [(reader.line_num, row) for row in reader]  # the line a row ends on, as an editor shows it
+        text = path.read_text(encoding="utf-8-sig")  # spreadsheets save UTF-8 with a BOM
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=_delimiter(text.partition("\n")[0]))
+        missing = {"cell_id", "corrected_class"} - set(reader.fieldnames or ())
+        if missing:
+            raise InputError(path, f"has no column {', '.join(sorted(missing))} (expected {', '.join(REVIEW_COLUMNS)}, "
+                                   "separated by commas or semicolons)")
+        rows = [(reader.line_num, {k: read_cell(v or "") for k, v in row.items() if k}) for row in reader]
     except OSError as exc:
         raise InputError(path, f"cannot be read ({exc.strerror or exc})") from None
     except (UnicodeDecodeError, csv.Error) as exc:
         raise InputError(path, f"is not a UTF-8 CSV file ({exc})") from None
     given: dict[int, Correction] = {}
+    reviewed: list[int] = []
     for line, row in rows:
         try:
             cell = int(str(row["cell_id"]).strip())
@@ -75,6 +89,7 @@ def read_review(path: Path, n_cells: int) -> tuple[int, list[Correction]]:
             raise InputError(path, f"line {line}: cell_id {row['cell_id']!r} is not a whole number") from None
         if not 0 <= cell < n_cells:
             raise InputError(path, f"line {line}: cell_id {cell} is not a cell of this slide (0-{n_cells - 1})")
+        reviewed.append(cell)
         label = (row.get("corrected_class") or "").strip().upper()
         if not label:
             continue
@@ -85,8 +100,35 @@ def read_review(path: Path, n_cells: int) -> tuple[int, list[Correction]]:
         previous = given.get(cell)
         if previous is not None and previous.label != label:
             raise InputError(path, f"line {line}: cell {cell} is corrected twice ({previous.label}, {label})")
-        given[cell] = Correction(cell, (row.get("crop_path") or "").strip(), label)
-    return len(rows), list(given.values())
+        given[cell] = Correction(cell, label, line, (row.get("crop_path") or "").strip())
+    return reviewed, list(given.values())
+
+
+def crop_path_of(cell_id: int, predicted: str) -> str:
+    """Where the analysis wrote a cell's review crop, relative to its slide folder (``review_files``)."""
+    return f"crops/{predicted}/{cell_id}.jpg"
+
+
+def check_crop_paths(review: Path, corrections: list[Correction], predicted: pd.Series) -> None:
+    """Refuse a review row that names a crop other than its own cell's: crops are found from the slide folder
+    and the cell id alone, so an edited file cannot pull other files into the retraining set or a report."""
+    for c in corrections:
+        own = crop_path_of(c.cell_id, str(predicted.iat[c.cell_id]))
+        if c.crop_path and c.crop_path != own:
+            raise InputError(review, f"line {c.line}: crop_path {c.crop_path!r} is not cell {c.cell_id}'s crop "
+                                     f"({own}); a review row may name only its own cell's crop")
+
+
+def crop_file(folder: Path, cell_id: int, predicted: str) -> Path | None:
+    """A cell's review crop in ``folder``: a JPEG file of the folder itself (not a link out of it), else None."""
+    path = folder / crop_path_of(cell_id, predicted)
+    try:
+        if path.is_symlink() or not path.is_file():
+            return None
+        with open(path, "rb") as f:
+            return path if f.read(3) == b"\xff\xd8\xff" else None
+    except OSError:
+        return None
 
 
 def apply_corrections(frame: pd.DataFrame, corrections: list[Correction]) -> Cells:
@@ -98,7 +140,8 @@ def apply_corrections(frame: pd.DataFrame, corrections: list[Correction]) -> Cel
     return cells.with_labels(label, cells.label_score)
 
 
-def update_corrections_list(run_dir: Path, folder: Path, slide: str, corrections: list[Correction]) -> Path:
+def update_corrections_list(run_dir: Path, folder: Path, slide: str, corrections: list[Correction],
+                            predicted: pd.Series) -> Path:
     """Add the slide's corrected crops to ``run_dir/corrections.csv`` (path,label) and to the class-code
     folders ``run_dir/corrections/<CODE>/``, replacing what an earlier import of the same slide put there."""
     target = run_dir / CORRECTIONS_DIR
@@ -111,18 +154,19 @@ def update_corrections_list(run_dir: Path, folder: Path, slide: str, corrections
         old.unlink()
     added, no_crop = [], []
     for c in corrections:
-        if not c.crop_path or not (folder / c.crop_path).is_file():
+        crop = crop_file(folder, c.cell_id, str(predicted.iat[c.cell_id]))
+        if crop is None:
             no_crop.append(c.cell_id)
             continue
         dest = target / c.label / f"{slide}--{c.cell_id}.jpg"
         dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(folder / c.crop_path, dest)
+        shutil.copyfile(crop, dest)
         added.append((str(dest.relative_to(run_dir)), c.label))
     if no_crop:
         log.warning("%s: %d corrected cell(s) have no crop (e.g. cell %d): their labels count in the differential "
                     "but cannot be added to the retraining list", folder, len(no_crop), no_crop[0])
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = SafeWriter(buffer)
     writer.writerow(["path", "label"])
     writer.writerows(kept + added)
     write_text_atomic(list_path, buffer.getvalue())
@@ -147,19 +191,17 @@ def saved_gallery(folder: Path) -> dict[str, list[GalleryItem]]:
     return gallery
 
 
-def reviewed_gallery(folder: Path, cells: Cells) -> dict[str, list[GalleryItem]]:
-    """After review: the reviewed crops under their confirmed classes, the relabelled ones first; without
-    review crops, the gallery of the analysis."""
-    review = pd.read_csv(folder / "review.csv", dtype=str, keep_default_na=False)
+def reviewed_gallery(folder: Path, cells: Cells, predicted: pd.Series, reviewed: list[int]) -> dict[str, list[GalleryItem]]:
+    """After review: the ``reviewed`` cells' crops under their confirmed classes, the relabelled ones first;
+    without review crops, the gallery of the analysis."""
     gallery: dict[str, list[tuple[bool, GalleryItem]]] = {}  # (kept its predicted class, crop)
-    for _, row in review.iterrows():
-        path = folder / row["crop_path"] if row["crop_path"] else None
-        if path is None or not path.is_file():
+    for cell in dict.fromkeys(reviewed):
+        path = crop_file(folder, cell, str(predicted.iat[cell]))
+        if path is None:
             continue
-        cell = int(row["cell_id"])
         label = str(cells.label[cell])
-        kept = label == row["predicted_class"]
-        caption = f"cell {cell}" + ("" if kept else f", predicted {row['predicted_class']}")
+        kept = label == predicted.iat[cell]
+        caption = f"cell {cell}" + ("" if kept else f", predicted {predicted.iat[cell]}")
         gallery.setdefault(label, []).append((kept, GalleryItem(path.read_bytes(), None, caption)))
     if not gallery:
         return saved_gallery(folder / GALLERY_DIR)
@@ -172,7 +214,7 @@ def reviewed_gallery(folder: Path, cells: Cells) -> dict[str, list[GalleryItem]]
 
 def rewrite_reviewed(
     folder: Path, data: dict[str, Any], diff: Differential, cells: Cells, frame: pd.DataFrame,
-    corrected: dict[int, str], note: str,
+    corrected: dict[int, str], note: str, reviewed: list[int],
 ) -> Path:
     """Rewrite ``folder`` (atomically) with ``diff``, the differential of the reviewed ``cells``; ``data`` is
     the folder's ``differential.json`` as the analysis wrote it, for what a review does not change.
@@ -192,7 +234,7 @@ def rewrite_reviewed(
         overview_jpg=(folder / OVERVIEW_FILE).read_bytes() if (folder / OVERVIEW_FILE).is_file() else None,
         density_png=(folder / DENSITY_FILE).read_bytes() if (folder / DENSITY_FILE).is_file() else None,
         zone_fractions=data.get("zone_fractions", {}),
-        gallery=reviewed_gallery(folder, cells),
+        gallery=reviewed_gallery(folder, cells, frame["label"], reviewed),
         review_note=note,
     )
     with replacing(folder) as staging:
@@ -217,7 +259,9 @@ def import_review(folder: Path, review: Path | None = None) -> Path:
         if not (folder / needed).is_file():
             raise InputError(folder, f"is not a bmpipe slide output folder (no {needed})")
     frame = pd.read_parquet(folder / "cells.parquet")
-    n_reviewed, corrections = read_review(review, len(frame))
+    reviewed, corrections = read_review(review, len(frame))
+    n_reviewed = len(reviewed)
+    check_crop_paths(review, corrections, frame["label"])
     cells = apply_corrections(frame, corrections)
     corrected = {c.cell_id: c.label for c in corrections}
     data = json.loads((folder / "differential.json").read_text("utf-8"))
@@ -228,7 +272,10 @@ def import_review(folder: Path, review: Path | None = None) -> Path:
     note = (f"Reviewed {utc_stamp()}: {n_reviewed} cells listed in {review.name} were offered for review, "
             f"{len(corrections)} labelled by a hematologist and {diff.n_corrected} of those relabelled; the "
             "differential below counts the corrected labels.")
-    rewrite_reviewed(folder, data, diff, cells, frame, corrected, note)
-    update_corrections_list(folder.parent, folder, data["slide"], corrections)
+    rewrite_reviewed(folder, data, diff, cells, frame, corrected, note, reviewed)
+    update_corrections_list(folder.parent, folder, data["slide"], corrections, frame["label"])
     log.info("%s: %d labels imported from %s, %d changed", folder, len(corrections), review, diff.n_corrected)
+    run_dir = next((p for p in folder.resolve().parents if (p / COHORT_CSV).is_file()), None)
+    if run_dir is not None:  # the run's cohort summary shows this slide's reviewed figures from now on
+        write_cohort_summary(run_dir)
     return folder

@@ -7,7 +7,6 @@ written as ``crops/<predicted class>/<cell id>.jpg``; ``bmpipe.report.review`` r
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 from bmpipe.nn.cell_classifier import CLASSIFIER_MPP
 from bmpipe.records import Cells
 from bmpipe.report.figures import jpeg_bytes
+from bmpipe.report.spreadsheet import SafeWriter
 from bmpipe.slide import Slide
 from bmpipe.taxonomy import load_taxonomy
 
@@ -73,7 +73,7 @@ def write_review_files(
     For a case of field photographs, a ``field`` column names the photograph each cell's x, y lie on."""
     rows = sorted(crops) if crops else [int(i) for i in select_for_review(cells)]
     with open(folder / "review.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
+        writer = SafeWriter(f)
         writer.writerow(REVIEW_COLUMNS + (("field",) if cell_fields is not None else ()))
         for i in rows:
             code = str(cells.label[i])
