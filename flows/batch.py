@@ -90,11 +90,16 @@ def write_manifest(outcomes: list[SlideOutcome], out_dir: Path) -> Path:
 
 
 def slide_warning(folder: Path) -> str:
-    """The domain warning of a finished slide folder's differential ("" when none, or no differential)."""
+    """What the manifest warns of a finished slide folder: its differential's domain warning, or why it counted
+    no cell ("" when neither, or no differential)."""
     try:
-        return json.loads((folder / "differential.json").read_text("utf-8")).get("domain_warning", "")
+        data = json.loads((folder / "differential.json").read_text("utf-8"))
     except (OSError, ValueError):
         return ""
+    warnings = [data.get("domain_warning", "")]
+    if data.get("n_counted") == 0:
+        warnings += [f["text"] for f in data.get("findings", []) if f.get("kind") == "count"]
+    return " ".join(w for w in warnings if w)
 
 
 def slide_label(job: SlideJob, pseudonyms: Pseudonyms | None) -> str:

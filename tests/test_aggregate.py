@@ -79,6 +79,14 @@ def test_empty_slide_gives_zero_counts_not_errors():
     assert d.n_counted == 0 and d.blast_pct == 0.0 and d.blast_ci95 == (0.0, 100.0) and d.me_ratio is None
 
 
+@pytest.mark.parametrize("labels, seen", [([], "no nucleated cell was detected"),
+                                           (["NIF"] * 3 + ["KSC"] * 2, "5 cells were detected but none could be counted")])
+def test_nothing_counted_gives_no_finding_but_why(labels, seen):
+    d = differential(make_cells(labels), "wrong-mpp")
+    assert [f.kind for f in d.findings] == ["count"]
+    assert seen in d.findings[0].text and "resolution" in d.findings[0].text and d.findings[0].borderline
+
+
 def test_an_unknown_code_is_refused_by_name():
     with pytest.raises(KeyError, match="XYZ"):
         differential(make_cells(["NGS", "XYZ"]), "case")
@@ -126,7 +134,7 @@ def test_percentages_sum_to_100_and_intervals_hold_estimates(labels):
     assert d.plasma_ci95[0] - 1e-9 <= d.plasma_pct <= d.plasma_ci95[1] + 1e-9
     if d.me_ratio is not None:
         assert d.me_ratio_ci95[0] - 1e-9 <= d.me_ratio <= d.me_ratio_ci95[1] + 1e-9
-    assert len([f for f in d.findings if f.kind == "blasts"]) == 3
+    assert len([f for f in d.findings if f.kind == "blasts"]) == (3 if d.n_counted else 0)
 
 
 @settings(max_examples=30, deadline=None)

@@ -77,3 +77,26 @@ def test_a_read_only_out_folder_is_one_line(tmp_path):
         assert str(err.value).startswith(str(out))
     finally:
         out.chmod(0o700)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_photographs_exif_orientation_is_applied_as_viewers_show_it(tmp_path, orientation):
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    from bmpipe.imaging.image_files import read_rgb
+    from bmpipe.slide import open_slide
+
+    rng = np.random.default_rng(orientation)
+    stored = np.kron(rng.integers(0, 255, (6, 10, 3), dtype=np.uint8), np.ones((16, 16, 1), np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"field-{orientation}.jpg"
+    Image.fromarray(stored).save(path, quality=95, exif=exif.tobytes())
+    with Image.open(path) as image:
+        shown = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    with open_slide(path, mpp=0.1) as field:
+        assert field.dimensions == (shown.shape[1], shown.shape[0])
+        pixels = field.read_region(0, 0, *field.dimensions, field.mpp)
+    assert np.abs(pixels.astype(int) - shown).mean() < 2
+    assert np.abs(read_rgb(path).astype(int) - shown).mean() < 2  # single-cell images agree with slides

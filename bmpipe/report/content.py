@@ -125,6 +125,10 @@ class ReportContent:
         rows = [
             ("Nucleated cells counted",
              f"{diff.n_counted} ({'reaches' if diff.meets_minimum_count else 'below'} the ICSH minimum of {minimum})"),
+        ]
+        if not diff.n_counted:  # the findings say why; no figure of nothing is shown
+            return rows
+        rows += [
             ("Blasts", pct_with_ci(diff.blast_pct, diff.blast_ci95)),
             ("Plasma cells", pct_with_ci(diff.plasma_pct, diff.plasma_ci95)),
         ]

@@ -161,6 +161,9 @@ def differential(
         if result.unlike_stain_share > UNLIKE_SHARE:
             result.domain_warning = domain_warning(result.unlike_stain_share)
     result.findings = ([Finding("domain", result.domain_warning, True, ())] if result.domain_warning else [])
+    if n_counted == 0:  # a percentage of nothing is no finding: say why instead
+        result.findings.append(Finding("count", nothing_counted(len(cells), counts.get(UNIDENTIFIED, 0)), True, ()))
+        return result
     result.findings += provenance_notes(
         count_findings(n_counted)
         + blast_findings(result.blast_pct, result.blast_ci95)
@@ -170,6 +173,16 @@ def differential(
         dysplasia_synthetic_only,
     )
     return result
+
+
+def nothing_counted(n_detected: int, n_unidentified: int) -> str:
+    """The one finding of a count with no cell in its denominator, and what usually causes it."""
+    seen = ("no nucleated cell was detected" if n_detected == 0 else
+            f"{n_detected} cells were detected but none could be counted ({n_unidentified} not identifiable, "
+            "the others outside the denominator)")
+    return (f"No nucleated cells counted: {seen}, so no percentage, ratio or criterion can be given. A wrong "
+            "resolution (µm/px in the slide's metadata or --mpp) is the usual cause, then focus, stain, or a "
+            "smear with no readable area: check the slide before repeating the count.")
 
 
 def domain_warning(share: float) -> str:
