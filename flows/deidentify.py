@@ -61,6 +61,10 @@ class Pseudonyms:
         self._remember(name, pseudonym)
         return pseudonym
 
+    def digest(self, text: str) -> str:
+        """A keyed digest of ``text`` that is not remembered for redaction (an id, not a name's stand-in)."""
+        return hmac.new(self._key, b"source\0" + text.encode("utf-8"), hashlib.sha256).hexdigest()[:PSEUDONYM_HEX]
+
     def path(self, relative: Path) -> Path:
         """A relative slide path with every folder and the file stem replaced (the suffix is kept)."""
         parts = [self.of(p) for p in relative.parent.parts]

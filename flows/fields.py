@@ -1,39 +1,49 @@
 """The case flow for field photographs: every photo in a folder is one field of the same patient's smear.
 
 A lab that photographs ~20 fields at 1000× per patient (as BMSNet did) counts them together: the fields are
-detected and classified one by one, and their cells form one differential and one report.
+detected and classified one by one, and their cells form one differential and one report. A photograph that
+cannot be read is skipped, named in the log, the report and the manifest, and the case is counted from the
+rest. Each field's cells also go to ``geojson/<photo>.geojson``, in that photograph's own pixels, for QuPath.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import numpy as np
 from prefect import flow
 
 from bmpipe.errors import InputError
-from bmpipe.models import load_models
+from bmpipe.models import Models, load_models
 from bmpipe.nn.cell_classifier import CROP_PX
 from bmpipe.records import Cells
+from bmpipe.report.geojson import write_geojson
 from bmpipe.report.outputs import (
     GALLERY_PER_CLASS,
     SlideResult,
     SlideSummary,
+    fill_slide_folder,
     gallery_crops,
     overlay_gallery,
-    write_slide_outputs,
 )
 from bmpipe.report.review_files import review_crops
-from bmpipe.slide import IMAGE_SUFFIXES, images_in, open_slide, slide_id
+from bmpipe.slide import IMAGE_SUFFIXES, images_in, open_slide
 from bmpipe.stages.detect import TileStats
 from bmpipe.stages.regions import whole_field
+from flows import progress
 from flows.deidentify import Pseudonyms, deidentified
 from flows.gpu import set_gpu_slots
-from flows.slide import RunSettings, aggregate, detect_classify, gradcam_of
+from flows.resume import files_sha256, finished, models_fingerprint, run_record, source_id
+from flows.slide import RunSettings, SlidePlan, aggregate, detect_classify, gradcam_of, output_place
+
+log = logging.getLogger(__name__)
 
 #: Gallery crops taken per class from each field, so that a case's gallery draws on several fields.
 GALLERY_PER_FIELD = 2
+#: Where each field's cells go as QuPath GeoJSON, one file per photograph.
+FIELD_GEOJSON_DIR = "geojson"
 
 
 def find_fields(case_dir: Path) -> list[Path]:
@@ -45,44 +55,75 @@ def find_fields(case_dir: Path) -> list[Path]:
     return fields
 
 
-@flow(name="analyse-fields")
-def analyse_fields(case_dir: Path, settings: RunSettings) -> Path:
-    """Detect and classify the cells of every field of a case, then one differential and report for all."""
-    set_gpu_slots(settings.gpu_slots)
-    with deidentified(settings) as pseudonyms:
-        if pseudonyms is not None:
-            pseudonyms.case(case_dir)
-        return _analyse_fields(case_dir, settings, pseudonyms)
-
-
-def _analyse_fields(case_dir: Path, settings: RunSettings, pseudonyms: Pseudonyms | None) -> Path:
+def plan_case(case_dir: Path, settings: RunSettings, pseudonyms: Pseudonyms | None = None, tag: str = "") -> SlidePlan:
+    """The plan for a case folder: its outputs in ``output_place``, its record hashing every photograph."""
+    fields = find_fields(case_dir)
+    name, folder = output_place(case_dir, settings, pseudonyms, tag=tag, case=True)
     models = load_models(settings.models_dir, settings.device, detector=settings.detector)
+    record = run_record(files_sha256(fields), models_fingerprint(models.records), settings.result_settings())
+    return SlidePlan(case_dir, name, folder, record, source_id(case_dir, pseudonyms))
+
+
+def run_case(plan: SlidePlan, settings: RunSettings, pseudonyms: Pseudonyms | None = None) -> Path:
+    """Detect and classify the cells of every readable field of a case, then one differential and report for
+    all, finished atomically into ``plan.folder`` with its ``run.json``."""
+    show = progress.reporter.stage
+    show(plan.name, "open")
+    models = load_models(settings.models_dir, settings.device, detector=settings.detector)
+    with finished(plan.folder, plan.record, plan.source) as staging:
+        show(plan.name, "detect and classify")
+        result = count_fields(plan, settings, models, staging / FIELD_GEOJSON_DIR, pseudonyms)
+        show(plan.name, "report")
+        fill_slide_folder(result, staging)
+    return plan.folder
+
+
+def _field_name(path: Path, pseudonyms: Pseudonyms | None) -> str:
+    return pseudonyms.of(path.stem) + path.suffix.lower() if pseudonyms else path.name
+
+
+def count_fields(plan: SlidePlan, settings: RunSettings, models: Models, geojson_dir: Path,
+                 pseudonyms: Pseudonyms | None = None) -> SlideResult:
+    """The case's cells, field by field (each field's GeoJSON written to ``geojson_dir``); a photograph that
+    cannot be read is logged, skipped and listed in the summary. No readable photograph: an ``InputError``."""
+    fields = find_fields(plan.path)
     tiles = TileStats()
     per_field: list[Cells] = []
     names: list[np.ndarray] = []
+    skipped: list[str] = []
     gallery: dict[str, list[bytes]] = {}
     review: dict[int, bytes] = {}
-    fields = find_fields(case_dir)
+    summary = None
+    geojson_dir.mkdir(parents=True)
     for path in fields:
-        with open_slide(path, mpp=settings.mpp) as field:
-            smear = whole_field(field)
-            cells = detect_classify(field, smear, models, tiles)
-            review.update(review_crops(field, cells, per_class=8, offset=sum(len(c) for c in per_field)))
-            for code, crops in gallery_crops(field, cells, per_class=GALLERY_PER_FIELD).items():
-                gallery.setdefault(code, []).extend(crops)
-            summary = SlideSummary.of(field, case_id=slide_id(case_dir), n_fields=len(fields))
+        name = _field_name(path, pseudonyms)
+        first_id = sum(len(c) for c in per_field)
+        try:
+            with open_slide(path, mpp=settings.mpp) as field:
+                cells = detect_classify(field, whole_field(field), models, tiles)
+                review.update(review_crops(field, cells, per_class=8, offset=first_id))
+                for code, crops in gallery_crops(field, cells, per_class=GALLERY_PER_FIELD).items():
+                    gallery.setdefault(code, []).extend(crops)
+                summary = summary or SlideSummary.of(field, case_id=plan.name)
+        except InputError as exc:  # one bad photograph never costs the case its count
+            log.error("%s", exc)
+            skipped.append(pseudonyms.redact(f"{name}: {exc.problem}") if pseudonyms else f"{name}: {exc.problem}")
+            continue
+        write_geojson(geojson_dir / f"{name}.geojson", cells, plan.name, first_id=first_id)
         per_field.append(cells)
-        name = pseudonyms.of(path.stem) + path.suffix.lower() if pseudonyms else path.name
         names.append(np.full(len(cells), name, dtype=object))
-    if pseudonyms is not None:  # the case folder's name identifies the patient as much as a slide's
-        summary = dataclasses.replace(summary, id=pseudonyms.of(case_dir.name), file=pseudonyms.of(case_dir.name))
+    if summary is None:
+        raise InputError(plan.path, f"none of its {len(fields)} photograph(s) could be analysed ({skipped[0]})")
+    file = plan.name if pseudonyms else plan.path.name
+    summary = dataclasses.replace(summary, id=plan.name, file=file, n_fields=len(per_field),
+                                  skipped_fields=tuple(skipped))
     cells = Cells.concat(per_field)
     case_gallery = {code: crops[:GALLERY_PER_CLASS] for code, crops in gallery.items()}
-    result = SlideResult(
+    return SlideResult(
         slide=summary,
         smear=None,
         cells=cells,
-        differential=aggregate(cells, summary.id, models.classifier),
+        differential=aggregate(cells, plan.name, models.classifier),
         tiles=tiles,
         models=models.records,
         gallery=case_gallery,
@@ -90,4 +131,13 @@ def _analyse_fields(case_dir: Path, settings: RunSettings, pseudonyms: Pseudonym
         crops=review,
         gallery_overlays=overlay_gallery(case_gallery, gradcam_of(models), input_px=CROP_PX),
     )
-    return write_slide_outputs(result, settings.out_dir)
+
+
+@flow(name="analyse-fields")
+def analyse_fields(case_dir: Path, settings: RunSettings) -> Path:
+    """Detect and classify the cells of every field of a case, then one differential and report for all."""
+    set_gpu_slots(settings.gpu_slots)
+    with deidentified(settings) as pseudonyms:
+        if pseudonyms is not None:
+            pseudonyms.case(case_dir)
+        return run_case(plan_case(case_dir, settings, pseudonyms), settings, pseudonyms)

@@ -13,20 +13,26 @@ import fcntl
 import hashlib
 import json
 import logging
+import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bmpipe import __version__
 from bmpipe.errors import InputError
 from bmpipe.nn.weights import ModelRecord
 from bmpipe.report.staging import STAGING_SUFFIX, replacing
 
+if TYPE_CHECKING:
+    from flows.deidentify import Pseudonyms
+
 log = logging.getLogger(__name__)
 
 RUN_RECORD = "run.json"
+#: Hex digits of a source id; its first 8 tell two same-named outputs apart.
+SOURCE_HEX = 16
 _CHUNK = 4 << 20
 
 
@@ -66,20 +72,45 @@ def run_record(slide_sha256: str, models: dict[str, str], settings: dict[str, An
 
 def is_finished(folder: Path, record: dict[str, Any]) -> bool:
     """Whether ``folder`` is a complete output made from exactly ``record``."""
-    try:
-        done = json.loads((folder / RUN_RECORD).read_text("utf-8"))
-    except (OSError, ValueError):
-        return False
-    return {k: done.get(k) for k in record} == record
+    done = finished_record(folder)
+    return done is not None and {k: done.get(k) for k in record} == record
 
 
 @contextmanager
-def finished(final: Path, record: dict[str, Any]) -> Iterator[Path]:
+def finished(final: Path, record: dict[str, Any], source: str = "") -> Iterator[Path]:
     """A staging folder for ``final`` (``bmpipe.report.staging.replacing``) that gets ``run.json`` last, after
-    the block wrote everything else: only a complete folder carries the record a rerun skips it by."""
+    the block wrote everything else: only a complete folder carries the record a rerun skips it by. ``source``
+    (:func:`source_id`) is kept beside the record: it says whose folder this is, not whether it is current."""
     with replacing(final) as staging:
         yield staging
-        (staging / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n", "utf-8")
+        done = {**record, "source": source} if source else record
+        (staging / RUN_RECORD).write_text(json.dumps(done, indent=2) + "\n", "utf-8")
+
+
+def source_id(path: Path, pseudonyms: Pseudonyms | None = None) -> str:
+    """Which input an output folder was made from: a digest of its absolute path (keyed under
+    ``--deidentify``), so that two slides of the same name never share, or overwrite, one folder."""
+    where = os.path.abspath(path)
+    if pseudonyms is not None:
+        return pseudonyms.digest(where)
+    return hashlib.sha256(where.encode("utf-8")).hexdigest()[:SOURCE_HEX]
+
+
+def finished_record(folder: Path) -> dict[str, Any] | None:
+    """The ``run.json`` of a finished output folder (None: no folder, or no readable record)."""
+    try:
+        done = json.loads((folder / RUN_RECORD).read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return done if isinstance(done, dict) else None
+
+
+def files_sha256(paths: list[Path]) -> str:
+    """sha256 over several files' names and bytes (the photographs of a case), in the order given."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(b"\0" + path.name.encode("utf-8") + b"\0" + file_sha256(path).encode())
+    return digest.hexdigest()
 
 
 def sweep_staging(out_dir: Path) -> int:

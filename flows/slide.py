@@ -41,7 +41,7 @@ from bmpipe.taxonomy import load_taxonomy
 from flows import progress
 from flows.deidentify import Pseudonyms, deidentified
 from flows.gpu import gpu_slot, set_gpu_slots
-from flows.resume import file_sha256, finished, models_fingerprint, run_record
+from flows.resume import file_sha256, finished, models_fingerprint, run_record, source_id
 
 log = logging.getLogger(__name__)
 
@@ -67,36 +67,46 @@ class RunSettings:
 
 @dataclass(frozen=True)
 class SlidePlan:
-    """Where one slide's outputs go, under which name, and the ``run.json`` record that finishes them."""
+    """Where one slide's (or case's) outputs go, under which name, and the ``run.json`` record that finishes
+    them; ``source`` tells whose folder it is when two inputs share a name (``flows.resume.source_id``)."""
 
     path: Path
     name: str  # the slide id, or its pseudonym with --deidentify
     folder: Path
     record: dict[str, Any]
+    source: str = ""
+
+
+def _folder_id(name: str) -> str:
+    return slide_id(Path(f"{name}.folder"))  # slide_id drops a suffix; a folder's dot starts none
 
 
 def output_place(path: Path, settings: RunSettings, pseudonyms: Pseudonyms | None = None,
-                 subfolder: Path = Path()) -> tuple[str, Path]:
-    """The name ``path``'s outputs go by, and their folder ``out_dir/subfolder/<name>``, always inside ``out_dir``.
+                 subfolder: Path = Path(), tag: str = "", case: bool = False) -> tuple[str, Path]:
+    """The name ``path``'s outputs go by, and their folder ``out_dir/subfolder/<name>``, always inside ``out_dir``;
+    ``tag`` is added to the name when another input of the batch has the same one, ``case`` names a folder of
+    field photographs rather than a slide file.
 
     File and folder names are untrusted: each part is made safe as slide ids are (or pseudonymised), so no
     name can climb out of ``out_dir`` or carry markup into a folder name.
     """
     if pseudonyms is not None:  # the manifest's label of the slide, less the suffix
-        place = pseudonyms.path(subfolder / path.name).with_suffix("")
-        return place.name, settings.out_dir / place
-    name = slide_id(path)
-    parts = [slide_id(Path(f"{part}.folder")) for part in subfolder.parts]  # slide_id keeps the stem
+        parts = [pseudonyms.of(p) for p in subfolder.parts]
+        name = pseudonyms.of(path.name) if case else pseudonyms.path(Path(path.name)).with_suffix("").name
+    else:
+        parts = [_folder_id(part) for part in subfolder.parts]
+        name = _folder_id(path.name) if case else slide_id(path)
+    name = f"{name}-{tag}" if tag else name
     return name, settings.out_dir.joinpath(*parts, name)
 
 
 def plan_slide(path: Path, settings: RunSettings, pseudonyms: Pseudonyms | None = None,
-               subfolder: Path = Path()) -> SlidePlan:
+               subfolder: Path = Path(), tag: str = "") -> SlidePlan:
     """The plan for ``path``, its outputs in ``output_place``; hashes the slide's bytes."""
-    name, folder = output_place(path, settings, pseudonyms, subfolder)
+    name, folder = output_place(path, settings, pseudonyms, subfolder, tag)
     models = load_models(settings.models_dir, settings.device, detector=settings.detector)  # once per process
     record = run_record(file_sha256(path), models_fingerprint(models.records), settings.result_settings())
-    return SlidePlan(path, name, folder, record)
+    return SlidePlan(path, name, folder, record, source_id(path, pseudonyms))
 
 
 @task(name="smear regions", cache_policy=NO_CACHE)
@@ -189,7 +199,7 @@ def run_slide(plan: SlidePlan, settings: RunSettings) -> Path:
     show(plan.name, "open")
     models = load_models(settings.models_dir, settings.device, detector=settings.detector)
     tiles = TileStats()
-    with open_slide(plan.path, mpp=settings.mpp) as slide, finished(plan.folder, plan.record) as staging:
+    with open_slide(plan.path, mpp=settings.mpp) as slide, finished(plan.folder, plan.record, plan.source) as staging:
         show(plan.name, "smear regions")
         smear = smear_regions(slide, settings.regions)
         show(plan.name, "detect and classify")

@@ -1,8 +1,9 @@
 """The whole bad-input corpus in one ``bmpipe run``: one clear line per bad file, and the good slides finished.
 
 This is what a lab server sees on a bad night: files that are not slides, empty and cut uploads, a header
-claiming a terapixel image, slides without (or with absurd) resolution, blank glass, an out-of-focus scan,
-and a smear too small for a 500-cell count, all beside good slides in one folder.
+claiming a terapixel image, slides without (or with absurd) resolution, blank glass, an
+out-of-focus scan, a smear too small for a 500-cell count, names that collide once made safe, a name that is
+a spreadsheet formula and an empty folder, all beside good slides in one run.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ MADE = {
     "blurred.tiff": "out of focus",
 }
 GOOD = ("good.tiff", "small.tiff")
+#: Good slides whose names are made safe alike (both "__"): each must keep its own report.
+COLLIDING = ("骨髄.tiff", "血液.tiff")
+#: A slide named like a spreadsheet formula, given by a relative path (so the manifest cell starts with it).
+FORMULA = "=HYPERLINK(1).tiff"
 
 
 def _copy_blurred(source: Path, target: Path, sigma_um: float = 1.5) -> None:
@@ -98,10 +103,15 @@ def night(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pat
     scratch.mkdir()
     make_slide(scratch / "sharp.tiff", cells=300, blast_pct=4.0, seed=8)
     _copy_blurred(scratch / "sharp.tiff", inbox / "blurred.tiff")
+    for name in COLLIDING:
+        (inbox / name).symlink_to(inbox / "small.tiff")
+    (inbox.parent / FORMULA).symlink_to(inbox / "small.tiff")
+    (inbox.parent / "empty").mkdir()
     out = inbox.parent / "out"
     run = subprocess.run(
-        [sys.executable, "-m", "bmpipe.cli", "run", str(inbox), "--out", str(out)],
+        [sys.executable, "-m", "bmpipe.cli", "run", str(inbox), FORMULA, "empty", "--out", str(out)],
         capture_output=True, text=True, timeout=900, env={**os.environ, "COLUMNS": "200"}, check=False,
+        cwd=inbox.parent,
     )
     return inbox, out, run
 
@@ -109,6 +119,7 @@ def night(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pat
 def _manifest(out: Path) -> dict[str, dict[str, str]]:
     with open(out / "manifest.csv", newline="", encoding="utf-8") as f:
         return {Path(row["slide"]).name: row for row in csv.DictReader(f)}
+
 
 
 def test_exit_code_says_some_slides_failed(night):
@@ -151,3 +162,22 @@ def test_a_smear_too_small_for_500_cells_is_analysed_but_flagged(night):
     assert count and count[0]["borderline"] and "500" in count[0]["text"], small["findings"]
     good = json.loads((Path(_manifest(out)["good.tiff"]["output"]) / "differential.json").read_text())
     assert good["n_counted"] >= 500
+
+
+def test_slides_whose_names_collide_each_keep_their_own_report(night):
+    _, out, _ = night
+    manifest = _manifest(out)
+    folders = {Path(manifest[name]["output"]) for name in COLLIDING}
+    assert all(manifest[name]["status"] == "ok" for name in COLLIDING) and len(folders) == 2
+    assert all((f / "report.html").is_file() and f.parent == out for f in folders)
+
+
+def test_a_name_that_is_a_formula_is_text_in_the_manifest(night):
+    _, out, _ = night
+    assert f"\n'{FORMULA}," in (out / "manifest.csv").read_text(encoding="utf-8")
+    assert _manifest(out)[f"'{FORMULA}"]["status"] == "ok"
+
+
+def test_an_empty_folder_fails_saying_so(night):
+    _, _, run = night
+    assert "empty: folder is empty: no slide to analyse" in run.stderr

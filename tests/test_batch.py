@@ -147,8 +147,9 @@ def test_the_slide_flow_runs_on_its_own_with_the_batch_results(reference, tmp_pa
 
     _, out, _ = reference
     folder = analyse_slide(slide_files(tmp_path_factory)["marrow-b"], RunSettings(out_dir=tmp_path))
-    assert folder == tmp_path / "marrow-b" and (folder / "run.json").read_text() == (
-        out / "marrow-b" / "run.json").read_text()
+    alone, batched = (json.loads((f / "run.json").read_text()) for f in (folder, out / "marrow-b"))
+    assert alone.pop("source") != batched.pop("source")  # the batch analysed a link to it in its inbox
+    assert folder == tmp_path / "marrow-b" and alone == batched
     assert_same_results(folder, out / "marrow-b")
 
 
@@ -175,3 +176,65 @@ def test_a_slot_left_held_by_a_killed_run_is_freed_when_the_next_local_run_start
     thread = threading.Thread(target=model_stage, daemon=True)
     thread.start()
     assert entered.wait(timeout=60), "the freed slot could not be taken"
+
+
+def _record(folder: Path, source: str, input_sha256: str) -> None:
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps({"source": source, "input_sha256": input_sha256}))
+
+
+def test_every_slide_gets_its_own_folder_and_a_finished_one_is_not_taken_over(tmp_path):
+    from flows.batch import place_jobs
+    from flows.resume import file_sha256, source_id
+    from flows.slide import RunSettings, output_place
+
+    for rel in ("a/s.tiff", "b/s.tiff", "c/s.tiff", "骨髄.tiff", "血液.tiff", "moved/s.tiff"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(rel.encode())
+    (tmp_path / "moved" / "s.tiff").write_bytes(b"c/s.tiff")  # c/s.tiff moved elsewhere
+    settings = RunSettings(out_dir=tmp_path / "out")
+
+    def folders(names):
+        jobs = place_jobs(find_jobs([tmp_path / n for n in names]), settings, None)
+        return [output_place(j.path, settings, None, j.subfolder, j.tag)[1].name for j in jobs]
+
+    a, b = folders(["a/s.tiff", "b/s.tiff"])
+    assert a != b and {a, b} == {f"s-{source_id(tmp_path / p)[:8]}" for p in ("a/s.tiff", "b/s.tiff")}
+    assert folders(["a/s.tiff", "b/s.tiff"]) == [a, b]  # the same names in every run
+    assert len(set(folders(["骨髄.tiff", "血液.tiff"]))) == 2
+    assert folders(["c/s.tiff"]) == ["s"]  # alone, a slide keeps its plain name
+    _record(settings.out_dir / "s", source_id(tmp_path / "c/s.tiff"), file_sha256(tmp_path / "c/s.tiff"))
+    assert folders(["a/s.tiff"]) == [a]  # the plain folder holds c's results: a gets its own
+    assert folders(["c/s.tiff", "a/s.tiff"])[0] == "s"  # c owns it, even beside a namesake
+    assert folders(["moved/s.tiff"]) == ["s"]  # the same bytes from a new place: c's folder, skipped as done
+    assert find_jobs([tmp_path / "a/s.tiff", tmp_path / "a"]) == find_jobs([tmp_path / "a"])  # named twice, run once
+
+
+@pytest.mark.parametrize("files, recursive, says", [
+    ((), False, "folder is empty"),
+    (("notes.txt", "scan.xlsx"), False, "holds no slide file (.bif, .dcm,"),
+    (("notes.txt",), False, "skipped 1 other file(s): notes.txt"),
+    (("f1.jpg", "f2.jpg"), False, "its photographs are fields of a case: use --fields"),
+    (("case-7/a.svs",), False, "sub-folders hold slides (case-7): use --recursive"),
+])
+def test_a_folder_with_no_slide_fails_saying_what_it_holds(tmp_path, files, recursive, says):
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    for rel in files:
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text("x")
+    jobs = find_jobs([folder], recursive)
+    assert len(jobs) == 1 and jobs[0].path == folder and says in jobs[0].problem
+
+
+def test_the_manifest_warns_of_a_slide_that_counted_nothing_and_of_skipped_photographs(tmp_path):
+    from bmpipe.records import Cells
+    from bmpipe.stages.aggregate import differential
+    from flows.batch import slide_warning
+
+    data = differential(Cells.empty(), "wrong-mpp").as_dict()
+    data["slide_summary"] = {"skipped_fields": ["f9.jpg: not a readable slide or image"]}
+    (tmp_path / "differential.json").write_text(json.dumps(data))
+    warning = slide_warning(tmp_path)
+    assert warning.startswith("1 photograph(s) skipped: f9.jpg: not a readable") and "No nucleated cells counted" in warning
+    assert slide_warning(tmp_path / "missing") == ""

@@ -112,12 +112,6 @@ def test_a_folder_of_field_photographs_is_one_case(tmp_path):
     assert "4 field photographs" in (folder / "report.html").read_text()
 
 
-def test_photographs_without_a_resolution_are_refused_with_the_file_named(tmp_path):
-    case = Path(__file__).resolve().parents[1] / "examples" / "case-fields"
-    assert main(["run", str(case), "--fields", "--out", str(tmp_path)]) == 2
-    assert not (tmp_path / "case-fields").exists()
-
-
 def test_a_tissue_section_and_a_grayscale_photograph_are_warned_about(tmp_path, data_dir):
     """Neither is a Romanowsky-stained smear: both get a report that opens with a warning, not a confident
     differential (the H&E slide is one the stain check never saw)."""

@@ -40,21 +40,15 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     free_orphaned_slots()
-    if args.fields:
-        from flows.fields import analyse_fields
-
-        for case in args.paths:
-            log.info("report: %s", analyse_fields(case, settings) / "report.html")
-        return 0
     batch = analyse_batch.with_options(task_runner=task_runner(args.runner, args.address, args.parallel))
     with show_progress():
-        outcomes = batch(list(args.paths), settings)
+        outcomes = batch(list(args.paths), settings, fields=args.fields)
     failed = [o for o in outcomes if o.status == "failed"]
     for o in outcomes:  # failures were logged, one line each, as they happened
         if o.status != "failed":
             log.info("report%s: %s", " (unchanged)" if o.status == "skipped" else "", Path(o.output) / "report.html")
-    log.info("%d slide(s) analysed, %d already done, %d failed; manifest: %s",
-             sum(o.status == "ok" for o in outcomes), sum(o.status == "skipped" for o in outcomes), len(failed),
+    log.info("%d %s analysed, %d already done, %d failed; manifest: %s", sum(o.status == "ok" for o in outcomes),
+             "case(s)" if args.fields else "slide(s)", sum(o.status == "skipped" for o in outcomes), len(failed),
              args.out / "manifest.csv")
     return 1 if failed or not outcomes else 0
 

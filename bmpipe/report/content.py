@@ -33,6 +33,8 @@ class SlideSummary:
     dimensions: tuple[int, int]
     backend: str
     n_fields: int = 1
+    #: Photographs of a case that could not be read, each as "name: problem"; the case was counted without them.
+    skipped_fields: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, slide: Slide, case_id: str | None = None, n_fields: int = 1) -> SlideSummary:
@@ -154,8 +156,10 @@ class ReportContent:
             ("Regions counted", self.regions_mode),
             ("Slide size (level 0)", f"{slide.dimensions[0]} × {slide.dimensions[1]} px"),
         ]
-        if slide.n_fields > 1:
+        if slide.n_fields > 1 or slide.skipped_fields:
             rows.append(("Field photographs", str(slide.n_fields)))
+        if slide.skipped_fields:
+            rows.append(("Photographs skipped (unreadable)", "; ".join(slide.skipped_fields)))
         return rows
 
     def model_line(self) -> str:

@@ -70,10 +70,12 @@ def geojson_features(cells: Cells, slide_id: str, first_id: int = 0) -> Iterator
 
 class GeoJsonWriter:
     """``cells.geojson`` written as cells arrive: :meth:`write` appends a batch's features, :meth:`close`
-    ends the collection. Cell ids run on from one batch to the next."""
+    ends the collection. Cell ids run on from one batch to the next, from ``first_id`` (a field of a case
+    starts where the case's previous fields ended)."""
 
-    def __init__(self, path: Path, slide_id: str) -> None:
+    def __init__(self, path: Path, slide_id: str, first_id: int = 0) -> None:
         self.slide_id = slide_id
+        self.first_id = first_id
         self.written = 0
         self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - open until close(), batch by batch
         self._file.write(_HEADER)
@@ -83,7 +85,7 @@ class GeoJsonWriter:
             return
         if self.written:
             self._file.write(",\n")
-        self._file.write(",\n".join(geojson_features(cells, self.slide_id, self.written)))
+        self._file.write(",\n".join(geojson_features(cells, self.slide_id, self.first_id + self.written)))
         self.written += len(cells)
 
     def close(self) -> None:
@@ -98,8 +100,8 @@ class GeoJsonWriter:
         self.close()
 
 
-def write_geojson(path: Path, cells: Cells, slide_id: str, batch: int = 65_536) -> None:
-    """All of ``cells`` as ``path``, written ``batch`` cells at a time."""
-    with GeoJsonWriter(path, slide_id) as writer:
+def write_geojson(path: Path, cells: Cells, slide_id: str, batch: int = 65_536, first_id: int = 0) -> None:
+    """All of ``cells`` as ``path``, written ``batch`` cells at a time, their ids from ``first_id``."""
+    with GeoJsonWriter(path, slide_id, first_id) as writer:
         for part in cells.chunks(batch):
             writer.write(part)
