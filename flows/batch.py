@@ -26,6 +26,7 @@ from bmpipe.errors import BmpipeError, InputError
 from bmpipe.report.cohort import write_cohort_summary
 from bmpipe.report.spreadsheet import SafeWriter
 from bmpipe.slide import PHOTO_SUFFIXES, open_slide
+from bmpipe.stages.calibrate import opening_mpp
 from flows import progress
 from flows.deidentify import Pseudonyms, deidentified
 from flows.fields import find_fields, plan_case, run_case
@@ -168,13 +169,13 @@ def write_manifest(outcomes: list[SlideOutcome], out_dir: Path) -> Path:
 
 
 def slide_warning(folder: Path) -> str:
-    """What the manifest warns of a finished slide folder: its differential's domain warning, the photographs
+    """What the manifest warns of a finished slide folder: its differential's resolution and domain warnings, the photographs
     of a case that were skipped, and why it counted no cell ("" when none of these, or no differential)."""
     try:
         data = json.loads((folder / "differential.json").read_text("utf-8"))
     except (OSError, ValueError):
         return ""
-    warnings = [data.get("domain_warning", "")]
+    warnings = [data.get("resolution_warning", ""), data.get("domain_warning", "")]
     skipped = (data.get("slide_summary") or {}).get("skipped_fields") or []
     if skipped:
         warnings.append(f"{len(skipped)} photograph(s) skipped: {'; '.join(skipped)}.")
@@ -196,7 +197,7 @@ def _plan(job: SlideJob, settings: RunSettings, pseudonyms: Pseudonyms | None) -
         raise InputError(job.path, job.problem)
     if job.fields:
         return plan_case(job.path, settings, pseudonyms, job.tag)
-    with open_slide(job.path, mpp=settings.mpp):
+    with open_slide(job.path, mpp=opening_mpp(settings.mpp)):
         pass
     return plan_slide(job.path, settings, pseudonyms, job.subfolder, job.tag)
 

@@ -16,6 +16,7 @@ import numpy as np
 from prefect import flow
 
 from bmpipe.errors import InputError
+from bmpipe.imaging.red_cells import estimate_mpp
 from bmpipe.models import Models, load_models
 from bmpipe.nn.cell_classifier import CROP_PX
 from bmpipe.records import Cells
@@ -30,6 +31,13 @@ from bmpipe.report.outputs import (
 )
 from bmpipe.report.review_files import review_crops
 from bmpipe.slide import IMAGE_SUFFIXES, images_in, open_slide
+from bmpipe.stages.calibrate import (
+    AUTO,
+    case_mpp,
+    red_cell_diameters_of,
+    resolution_record,
+    resolution_warning,
+)
 from bmpipe.stages.detect import TileStats
 from bmpipe.stages.regions import whole_field
 from flows import progress
@@ -70,9 +78,10 @@ def run_case(plan: SlidePlan, settings: RunSettings, pseudonyms: Pseudonyms | No
     show = progress.reporter.stage
     show(plan.name, "open")
     models = load_models(settings.models_dir, settings.device, detector=settings.detector)
-    with finished(plan.folder, plan.record, plan.source) as staging:
+    resolution: dict = {}
+    with finished(plan.folder, plan.record, plan.source, resolution) as staging:
         show(plan.name, "detect and classify")
-        result = count_fields(plan, settings, models, staging / FIELD_GEOJSON_DIR, pseudonyms)
+        result = count_fields(plan, settings, models, staging / FIELD_GEOJSON_DIR, pseudonyms, resolution)
         show(plan.name, "report")
         fill_slide_folder(result, staging)
     return plan.folder
@@ -83,9 +92,11 @@ def _field_name(path: Path, pseudonyms: Pseudonyms | None) -> str:
 
 
 def count_fields(plan: SlidePlan, settings: RunSettings, models: Models, geojson_dir: Path,
-                 pseudonyms: Pseudonyms | None = None) -> SlideResult:
+                 pseudonyms: Pseudonyms | None = None, notes: dict | None = None) -> SlideResult:
     """The case's cells, field by field (each field's GeoJSON written to ``geojson_dir``); a photograph that
-    cannot be read is logged, skipped and listed in the summary. No readable photograph: an ``InputError``."""
+    cannot be read is logged, skipped and listed in the summary. No readable photograph: an ``InputError``.
+    ``notes`` gets the resolution used and measured, for ``run.json``."""
+    notes = {} if notes is None else notes
     fields = find_fields(plan.path)
     tiles = TileStats()
     per_field: list[Cells] = []
@@ -95,11 +106,19 @@ def count_fields(plan: SlidePlan, settings: RunSettings, models: Models, geojson
     review: dict[int, bytes] = {}
     summary = None
     geojson_dir.mkdir(parents=True)
+    measured = case_mpp(fields) if settings.mpp == AUTO else None  # one camera: one resolution for all
+    mpp = measured.mpp if measured else settings.mpp
+    diameters = []
     for path in fields:
         name = _field_name(path, pseudonyms)
         first_id = sum(len(c) for c in per_field)
         try:
-            with open_slide(path, mpp=settings.mpp) as field:
+            with open_slide(path, mpp=mpp) as field:
+                if measured:
+                    field.set_mpp(measured.mpp, "red cells")
+                else:
+                    diameters.append(red_cell_diameters_of(field))
+                used = (field.mpp, field.mpp_source)
                 cells = detect_classify(field, whole_field(field), models, tiles)
                 review.update(review_crops(field, cells, per_class=8, offset=first_id))
                 for code, crops in gallery_crops(field, cells, per_class=GALLERY_PER_FIELD).items():
@@ -115,15 +134,20 @@ def count_fields(plan: SlidePlan, settings: RunSettings, models: Models, geojson
     if summary is None:
         raise InputError(plan.path, f"none of its {len(fields)} photograph(s) could be analysed ({skipped[0]})")
     file = plan.name if pseudonyms else plan.path.name
+    red_cells = measured or estimate_mpp(np.concatenate(diameters))
+    warning = resolution_warning(*used, red_cells)
+    if warning:
+        log.warning("%s: %s", plan.path, warning)
+    notes.update(resolution_record(*used, red_cells))
     summary = dataclasses.replace(summary, id=plan.name, file=file, n_fields=len(per_field),
-                                  skipped_fields=tuple(skipped))
+                                  skipped_fields=tuple(skipped), mpp_red_cells=red_cells.as_dict() if red_cells else None)
     cells = Cells.concat(per_field)
     case_gallery = {code: crops[:GALLERY_PER_CLASS] for code, crops in gallery.items()}
     return SlideResult(
         slide=summary,
         smear=None,
         cells=cells,
-        differential=aggregate(cells, plan.name, models.classifier),
+        differential=aggregate(cells, plan.name, models.classifier, warning),
         tiles=tiles,
         models=models.records,
         gallery=case_gallery,

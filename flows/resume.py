@@ -77,13 +77,15 @@ def is_finished(folder: Path, record: dict[str, Any]) -> bool:
 
 
 @contextmanager
-def finished(final: Path, record: dict[str, Any], source: str = "") -> Iterator[Path]:
+def finished(final: Path, record: dict[str, Any], source: str = "", notes: dict[str, Any] | None = None,
+             ) -> Iterator[Path]:
     """A staging folder for ``final`` (``bmpipe.report.staging.replacing``) that gets ``run.json`` last, after
     the block wrote everything else: only a complete folder carries the record a rerun skips it by. ``source``
-    (:func:`source_id`) is kept beside the record: it says whose folder this is, not whether it is current."""
+    (:func:`source_id`) is kept beside the record: it says whose folder this is, not whether it is current;
+    so are ``notes``, which the block may fill (what was measured on the way, such as the resolution)."""
     with replacing(final) as staging:
         yield staging
-        done = {**record, "source": source} if source else record
+        done = {**record, **({"source": source} if source else {}), **(notes or {})}
         (staging / RUN_RECORD).write_text(json.dumps(done, indent=2) + "\n", "utf-8")
 
 

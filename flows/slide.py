@@ -19,6 +19,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from bmpipe.imaging.red_cells import MppEstimate
 from bmpipe.models import Models, load_models
 from bmpipe.nn.cell_classifier import CROP_PX, CellClassifier
 from bmpipe.nn.gradcam import gradcam_overlays
@@ -32,8 +33,9 @@ from bmpipe.report.outputs import (
     overlay_gallery,
 )
 from bmpipe.report.review_files import review_crops
-from bmpipe.slide import Slide, open_slide, slide_id
+from bmpipe.slide import Slide, slide_id
 from bmpipe.stages.aggregate import Differential, differential
+from bmpipe.stages.calibrate import opened, resolution_record, resolution_warning
 from bmpipe.stages.detect import TileStats
 from bmpipe.stages.regions import RegionsMode, SmearMap, find_smear
 from bmpipe.stages.stream import detect_and_classify
@@ -51,7 +53,7 @@ class RunSettings:
     """What a user chooses for a run; the same settings give the same outputs."""
 
     out_dir: Path
-    mpp: float | None = None
+    mpp: float | str | None = None  # µm/px, "auto" (measured on the red cells) or None (the slide's own)
     regions: RegionsMode = "readable"
     models_dir: Path | None = None
     device: str | None = None
@@ -125,10 +127,12 @@ def detect_classify(slide: Slide, smear: SmearMap, models: Models, tiles: TileSt
 
 
 @task(name="aggregate", cache_policy=NO_CACHE)
-def aggregate(cells: Cells, slide_id: str, classifier: CellClassifier) -> Differential:
-    """The differential, told what ``classifier`` never saw real so that its findings can say so."""
+def aggregate(cells: Cells, slide_id: str, classifier: CellClassifier, resolution_warning: str = "") -> Differential:
+    """The differential, told what ``classifier`` never saw real (so that its findings can say so) and
+    whether the resolution it was counted at is in doubt."""
     return differential(cells, slide_id, synthetic_only=classifier.synthetic_only,
-                        dysplasia_synthetic_only=classifier.dysplasia_synthetic_only)
+                        dysplasia_synthetic_only=classifier.dysplasia_synthetic_only,
+                        resolution_warning=resolution_warning)
 
 
 def gradcam_of(models: Models):
@@ -144,10 +148,11 @@ def gradcam_of(models: Models):
 
 @task(name="report", cache_policy=NO_CACHE)
 def report(slide: Slide, smear: SmearMap, cells: Cells, diff: Differential, tiles: TileStats, models: Models,
-           name: str, folder: Path) -> None:
+           name: str, folder: Path, red_cells: MppEstimate | None = None) -> None:
     """Write the outputs into ``folder`` (the slide's staging folder, which has the cell files already); the
     slide's own name is shown only when ``name`` is it."""
     summary = SlideSummary.of(slide)
+    summary.mpp_red_cells = red_cells.as_dict() if red_cells else None
     if name != summary.id:  # a pseudonym: the file name would give the patient away
         summary = dataclasses.replace(summary, id=name, file=name + slide.path.suffix.lower())
     gallery = gallery_crops(slide, cells)
@@ -199,16 +204,19 @@ def run_slide(plan: SlidePlan, settings: RunSettings) -> Path:
     show(plan.name, "open")
     models = load_models(settings.models_dir, settings.device, detector=settings.detector)
     tiles = TileStats()
-    with open_slide(plan.path, mpp=settings.mpp) as slide, finished(plan.folder, plan.record, plan.source) as staging:
+    resolution: dict[str, Any] = {}
+    with (opened(plan.path, settings.mpp) as (slide, red_cells),
+          finished(plan.folder, plan.record, plan.source, resolution) as staging):
+        resolution.update(resolution_record(slide.mpp, slide.mpp_source, red_cells))
         show(plan.name, "smear regions")
         smear = smear_regions(slide, settings.regions)
         show(plan.name, "detect and classify")
         with CellFiles(staging, plan.name) as cell_files:
             cells = detect_classify(slide, smear, models, tiles, cell_files)
         show(plan.name, "aggregate")
-        diff = aggregate(cells, plan.name, models.classifier)
+        diff = aggregate(cells, plan.name, models.classifier, resolution_warning(slide.mpp, slide.mpp_source, red_cells))
         show(plan.name, "report")
-        report(slide, smear, cells, diff, tiles, models, plan.name, staging)
+        report(slide, smear, cells, diff, tiles, models, plan.name, staging, red_cells)
     create_markdown_artifact(markdown=differential_markdown(diff), key=artifact_key(plan.name),
                              description=f"Differential of {plan.name}")
     return plan.folder

@@ -10,8 +10,9 @@ from bmpipe.cli.delegate import register_group
 EVALUATORS = {
     "classifier": "bmpipe.evaluation.classifier",
     "detector": "bmpipe.evaluation.detector",
+    "resolution": "bmpipe.evaluation.resolution",
 }
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    register_group(sub, "evaluate", "score a model on held-out images (figures and targets)", EVALUATORS)
+    register_group(sub, "evaluate", "score a model, or the resolution check, on held-out images (figures and targets)", EVALUATORS)

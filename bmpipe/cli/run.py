@@ -69,6 +69,19 @@ def _demo(args: argparse.Namespace) -> int:
     return _run(args)
 
 
+def mpp_option(text: str) -> float | str:
+    """``--mpp``: a positive number of µm/px, or ``auto``."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of µm/px or 'auto', not {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of µm/px, not {text!r}")
+    return value
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -104,8 +117,10 @@ def add_run_options(p: argparse.ArgumentParser, default_out: Path | None) -> Non
 def register(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="analyse slides (files or folders) with the Prefect flow")
     run.add_argument("paths", nargs="+", type=Path)
-    run.add_argument("--mpp", type=float, default=None,
-                     help="level-0 resolution in µm per pixel, when the slide's metadata lacks it")
+    run.add_argument("--mpp", type=mpp_option, default=None,
+                     help="level-0 resolution in µm per pixel, or 'auto' to measure it on the red cells "
+                          "(default: the slide's metadata; photographs need one). Either way the red cells "
+                          "check it, and a disagreement over 25%% is warned of")
     run.add_argument("--regions", choices=("readable", "all"), default="readable",
                      help="count cells in the readable monolayer only (default) or the whole smear")
     run.add_argument("--fields", action="store_true",

@@ -22,6 +22,14 @@ NOTICE = (
 )
 
 
+def _red_cells(estimate: dict | None) -> str:
+    if not estimate:
+        return "too few isolated round red cells to tell"
+    low, high = estimate["ci95"]
+    return (f"{estimate['um_per_px']:.3f} µm/px (95% CI {low:.3f}-{high:.3f}, {estimate['n_red_cells']} red cells "
+            f"taken as {estimate['red_cell_um']:g} µm)")
+
+
 @dataclass
 class SlideSummary:
     """The slide facts a report may show: an allow-list, never label text or free-form vendor metadata."""
@@ -35,6 +43,8 @@ class SlideSummary:
     n_fields: int = 1
     #: Photographs of a case that could not be read, each as "name: problem"; the case was counted without them.
     skipped_fields: tuple[str, ...] = ()
+    #: The resolution the red cells measure (``MppEstimate.as_dict``), beside the one used; None: too few.
+    mpp_red_cells: dict | None = None
 
     @classmethod
     def of(cls, slide: Slide, case_id: str | None = None, n_fields: int = 1) -> SlideSummary:
@@ -153,6 +163,7 @@ class ReportContent:
             ("Cells left unidentified (below confidence)", str(diff.n_unidentified)),
             ("Cells outside the denominator", ", ".join(f"{c} {diff.counts.get(c, 0)}" for c in diff.excluded)),
             ("Resolution used", f"{slide.mpp} ({slide.mpp_source})"),
+            ("Resolution the red cells measure", _red_cells(slide.mpp_red_cells)),
             ("Regions counted", self.regions_mode),
             ("Slide size (level 0)", f"{slide.dimensions[0]} × {slide.dimensions[1]} px"),
         ]

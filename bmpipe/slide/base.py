@@ -100,6 +100,12 @@ class Slide(ABC):
         }
         log.debug("opened %s with %s: %s", path, self.backend, self.properties)
 
+    def set_mpp(self, mpp: Mpp, source: str) -> None:
+        """Use ``mpp`` as level-0 resolution from now on, found by ``source`` (e.g. measured on the pixels
+        themselves, which needs the slide open first: ``bmpipe.stages.calibrate``)."""
+        self.mpp, self.mpp_source = mpp, source
+        self.properties = {**self.properties, "mpp": f"{mpp.um_per_px:g}", "mpp-source": source}
+
     @abstractmethod
     def _read_level(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         """(height, width, 3) uint8 RGB of an in-bounds box of ``level``, in that level's pixels."""
@@ -138,7 +144,11 @@ class Slide(ABC):
         guaranteed thread-safe, and a handle of one's own costs only the file's header parse. A backend may
         share what is thread-safe between them, such as decoded tiles.
         """
-        return self._open_again(self.mpp if self.mpp_source == "user" else None)
+        if self.mpp_source.startswith("metadata"):
+            return self._open_again(None)
+        again = self._open_again(self.mpp)  # given by the user, or measured (set_mpp): not in the file
+        again.set_mpp(self.mpp, self.mpp_source)
+        return again
 
     def _open_again(self, user_mpp: Mpp | None) -> Self:
         """A new handle on this file with ``user_mpp``, the user's resolution if one was given."""

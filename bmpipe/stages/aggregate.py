@@ -74,6 +74,8 @@ class Differential:
     #: ``UNLIKE_SHARE`` the input is unlike any validated data and ``domain_warning`` says so (and the manifest).
     unlike_stain_share: float | None = None
     domain_warning: str = ""
+    #: Set when the resolution used and the slide's red cells disagree (``bmpipe.stages.calibrate``).
+    resolution_warning: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -102,6 +104,7 @@ def differential(
     taxonomy: Taxonomy | None = None,
     synthetic_only: tuple[str, ...] = (),
     dysplasia_synthetic_only: bool = False,
+    resolution_warning: str = "",
 ) -> Differential:
     """Count classified ``cells`` into a differential over the taxonomy's nucleated-cell denominator;
     ``synthetic_only`` and ``dysplasia_synthetic_only`` say what the classifier never saw real (findings
@@ -160,7 +163,9 @@ def differential(
         result.unlike_stain_share = unlike_share(known)
         if result.unlike_stain_share > UNLIKE_SHARE:
             result.domain_warning = domain_warning(result.unlike_stain_share)
-    result.findings = ([Finding("domain", result.domain_warning, True, ())] if result.domain_warning else [])
+    result.resolution_warning = resolution_warning
+    result.findings = [Finding(kind, text, True, ()) for kind, text in
+                       (("resolution", resolution_warning), ("domain", result.domain_warning)) if text]
     if n_counted == 0:  # a percentage of nothing is no finding: say why instead
         result.findings.append(Finding("count", nothing_counted(len(cells), counts.get(UNIDENTIFIED, 0)), True, ()))
         return result
