@@ -61,10 +61,13 @@ class RunSettings:
     deidentify: bool = False
     #: Slides allowed in the model stages at once (``flows.gpu``); more only pays with GPU memory to spare.
     gpu_slots: int = 1
+    #: Stop a slide's count once this many cells are counted, from tiles drawn over the whole smear.
+    max_cells: int | None = None
 
     def result_settings(self) -> dict[str, Any]:
         """The settings that change a slide's outputs (where they go and on which device do not)."""
-        return {"mpp": self.mpp, "regions": self.regions, "detector": self.detector, "deidentify": self.deidentify}
+        return {"mpp": self.mpp, "regions": self.regions, "detector": self.detector, "deidentify": self.deidentify,
+                "max_cells": self.max_cells}
 
 
 @dataclass(frozen=True)
@@ -118,12 +121,20 @@ def smear_regions(slide: Slide, mode: RegionsMode) -> SmearMap:
 
 @task(name="detect and classify cells", cache_policy=NO_CACHE)
 def detect_classify(slide: Slide, smear: SmearMap, models: Models, tiles: TileStats,
-                    cell_files: CellFiles | None = None) -> Cells:
+                    cell_files: CellFiles | None = None, max_cells: int | None = None) -> Cells:
     """Nucleated cells found on streamed tiles and classified from crops of the same reads (one pass), each
-    classified batch written to ``cell_files`` as it comes."""
+    classified batch written to ``cell_files`` as it comes; ``max_cells`` stops the count early."""
     with gpu_slot():
         return detect_and_classify(slide, smear, models.detector, models.classifier, tiles,
-                                   write_cells=cell_files.write if cell_files else None)
+                                   write_cells=cell_files.write if cell_files else None, max_cells=max_cells)
+
+
+def sample_of(tiles: TileStats, n_counted: int, max_cells: int | None) -> dict[str, int] | None:
+    """What a count stopped at ``max_cells`` was a sample of (None when every planned tile was read)."""
+    if not max_cells or tiles.tiles_read >= tiles.tiles_planned or not tiles.tiles_read:
+        return None
+    return {"max_cells": max_cells, "tiles_read": tiles.tiles_read, "tiles_planned": tiles.tiles_planned,
+            "estimated_cells_in_area": round(n_counted * tiles.tiles_planned / tiles.tiles_read)}
 
 
 @task(name="aggregate", cache_policy=NO_CACHE)
@@ -212,9 +223,10 @@ def run_slide(plan: SlidePlan, settings: RunSettings) -> Path:
         smear = smear_regions(slide, settings.regions)
         show(plan.name, "detect and classify")
         with CellFiles(staging, plan.name) as cell_files:
-            cells = detect_classify(slide, smear, models, tiles, cell_files)
+            cells = detect_classify(slide, smear, models, tiles, cell_files, settings.max_cells)
         show(plan.name, "aggregate")
         diff = aggregate(cells, plan.name, models.classifier, resolution_warning(slide.mpp, slide.mpp_source, red_cells))
+        diff.sample = sample_of(tiles, diff.n_counted, settings.max_cells)
         show(plan.name, "report")
         report(slide, smear, cells, diff, tiles, models, plan.name, staging, red_cells)
     create_markdown_artifact(markdown=differential_markdown(diff), key=artifact_key(plan.name),

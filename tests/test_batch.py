@@ -46,7 +46,8 @@ def test_run_json_records_the_slide_bytes_models_and_settings(reference):
         assert record["input_sha256"] == hashlib.sha256((inbox / f"{name}.tiff").read_bytes()).hexdigest()
         used = ("classifier", "detector-unet")  # the default detector; another one in models/ does not count
         assert record["models"] == {k: models[k]["sha256"] for k in used}
-        assert record["settings"] == {"mpp": None, "regions": "readable", "detector": "unet", "deidentify": False}
+        assert record["settings"] == {"mpp": None, "regions": "readable", "detector": "unet", "deidentify": False,
+                                      "max_cells": None}
 
 
 def test_each_slide_publishes_its_differential_as_a_markdown_artifact(reference):

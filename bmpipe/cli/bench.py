@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from bmpipe.benchmark import SAMPLE_CELLS
+
 log = logging.getLogger("bmpipe")
 
 
@@ -14,7 +16,8 @@ def _bench(args: argparse.Namespace) -> int:
     from bmpipe.benchmark import QUICK_SIZES, SIZES, run_benchmark, table
 
     sizes = args.sizes or (QUICK_SIZES if args.quick else SIZES)
-    rows = run_benchmark(args.out, sizes, slides_dir=args.slides, device=args.device, threads=args.threads)
+    rows = run_benchmark(args.out, sizes, slides_dir=args.slides, device=args.device, threads=args.threads,
+                         sample_cells=args.max_cells)
     sys.stdout.write(table(rows) + "\n")
     log.info("results: %s", args.out / "bench.json")
     return 0
@@ -28,4 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--slides", type=Path, help="folder of phantom slides to reuse (default OUT/slides)")
     p.add_argument("--device", help="torch device for the models (default: CUDA when available)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
+    p.add_argument("--max-cells", type=int, default=SAMPLE_CELLS,
+                   help="also time the largest slide stopped at this many cells, as --max-cells does "
+                        "(default %(default)s; 0: not)")
     p.set_defaults(func=_bench)

@@ -21,6 +21,7 @@ def settings_from(args: argparse.Namespace):
     return RunSettings(
         out_dir=args.out, mpp=args.mpp, regions=args.regions, models_dir=args.models, device=args.device,
         detector=args.detector, deidentify=args.deidentify, gpu_slots=args.gpu_slots,
+        max_cells=getattr(args, "max_cells", None),
     )
 
 
@@ -123,6 +124,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "check it, and a disagreement over 25%% is warned of")
     run.add_argument("--regions", choices=("readable", "all"), default="readable",
                      help="count cells in the readable monolayer only (default) or the whole smear")
+    run.add_argument("--max-cells", type=_positive, default=None, metavar="N",
+                     help="stop each slide's count once N cells are counted, visiting tiles in a seeded random "
+                          "order spread over the smear (default: count every cell of the analysed area)")
     run.add_argument("--fields", action="store_true",
                      help="each folder is one case: its photographs are fields counted into one differential")
     add_run_options(run, None)

@@ -138,6 +138,12 @@ class ReportContent:
             ("Nucleated cells counted",
              f"{diff.n_counted} ({'reaches' if diff.meets_minimum_count else 'below'} the ICSH minimum of {minimum})"),
         ]
+        if diff.sample:
+            s = diff.sample
+            text = (f"{diff.n_counted} counted of about {s['estimated_cells_in_area']} in the analysed area: the "
+                    f"count stopped at --max-cells {s['max_cells']} after {s['tiles_read']} of {s['tiles_planned']} "
+                    "tiles, drawn at random over the whole smear; the intervals are those of this sample")
+            rows.append(("Sample", text))
         if not diff.n_counted:  # the findings say why; no figure of nothing is shown
             return rows
         rows += [

@@ -76,6 +76,9 @@ class Differential:
     domain_warning: str = ""
     #: Set when the resolution used and the slide's red cells disagree (``bmpipe.stages.calibrate``).
     resolution_warning: str = ""
+    #: A count stopped early (``--max-cells``): the cap, tiles visited of those planned, and the cells the
+    #: whole analysed area would give at the sample's density. None: every tile was counted.
+    sample: dict[str, int] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -41,6 +41,7 @@ class Detector(Protocol):
 class TileStats:
     """Tiles of the analysed area: all read, and those dropped before detection (empty glass, out of focus)."""
 
+    tiles_planned: int = 0
     tiles_read: int = 0
     tiles_empty: int = 0
     tiles_blurred: int = 0
@@ -54,6 +55,8 @@ OVERLAP_UM = 30.0
 BORDER_SLACK_UM = 4.0
 #: Tiles read spread over the slide before detection starts, to learn what "sharp" is on this slide.
 FOCUS_SAMPLE_TILES = 32
+#: A count stopped early (``--max-cells``) draws its tiles from blocks of this many tiles a side in turn.
+SAMPLE_BLOCK = 3
 #: Detector batches read ahead of the one being detected.
 READ_AHEAD_BATCHES = 2
 #: Trimmed tiles' sides are multiples of this (tile px), a multiple of both detectors' stride (32) so that no
@@ -92,6 +95,27 @@ def plan_tiles(slide: Slide, smear: SmearMap, detector: Detector) -> list[Tile]:
     return tiles
 
 
+def sampling_order(tiles: list[Tile], seed: int, block: int = SAMPLE_BLOCK) -> list[int]:
+    """The tiles' indices in a seeded random order that stays spread over the smear: tiles are grouped in
+    blocks of ``block`` × ``block`` grid places, the blocks visited in turn (in a shuffled order) and each
+    block's tiles in a shuffled order, so that the first k tiles of any count come from k different blocks
+    while there are blocks left. A count stopped early is then a sample of the whole smear, not of one end."""
+    rng = np.random.default_rng(seed)
+    if not tiles:
+        return []
+    side = max(t.core[2] - t.core[0] for t in tiles) * block
+    strata: dict[tuple[int, int], list[int]] = {}
+    for i, t in enumerate(tiles):
+        strata.setdefault((int(t.core[0] // side), int(t.core[1] // side)), []).append(i)
+    queues = [list(rng.permutation(members)) for members in strata.values()]
+    queues = [queues[k] for k in rng.permutation(len(queues))]
+    order: list[int] = []
+    while queues:
+        order += [int(q.pop()) for q in queues]
+        queues = [q for q in queues if q]
+    return order
+
+
 def read_tile(slide: Slide, tile: Tile, mpp: Mpp) -> np.ndarray:
     return slide.read_region(tile.x0, tile.y0, tile.width_px, tile.height_px, mpp)
 
@@ -127,8 +151,11 @@ def detected_tiles(
     batch_size: int = 4,
     quality: QualityThresholds | None = None,
     clock: StageClock | None = None,
+    sample_seed: int | None = None,
 ) -> Iterator[DetectedTile]:
-    """Each usable tile with the cells it owns, in plan order; ``stats`` counts tiles as they are judged.
+    """Each usable tile with the cells it owns, in plan order (or, with ``sample_seed``, in that seed's
+    :func:`sampling_order`, for a count that may stop early); ``stats`` counts tiles as they are judged, also
+    when the caller stops early.
 
     Raises InputError once all tiles are read if every non-empty one was out of focus.
     """
@@ -136,6 +163,7 @@ def detected_tiles(
     clock = clock or StageClock()
     tiles = plan_tiles(slide, smear, detector)
     log.info("%s: %d tiles of up to %d px at %s", slide.id, len(tiles), detector.tile_size, detector.mpp)
+    stats.tiles_planned += len(tiles)
     if not tiles:
         return
     with clock("focus sample"):
@@ -149,8 +177,32 @@ def detected_tiles(
 
     ledger = BorderLedger(slide.mpp.px(BORDER_SLACK_UM))
     buffer = BatchBuffer()
-    judged = readers.map_ahead(read_and_judge, range(len(tiles)), READ_AHEAD_BATCHES * batch_size + 1)
+    order = range(len(tiles)) if sample_seed is None else sampling_order(tiles, sample_seed)
+    judged = readers.map_ahead(read_and_judge, order, READ_AHEAD_BATCHES * batch_size + 1)
     counts = TileStats()
+    try:
+        yield from _detect_in_batches(judged, detector, batch_size, buffer, ledger, smear, counts, clock)
+    finally:  # also when the caller stops early: the tiles judged so far are the count's
+        stats.tiles_read += counts.tiles_read
+        stats.tiles_empty += counts.tiles_empty
+        stats.tiles_blurred += counts.tiles_blurred
+    log.info(
+        "%s: %d tiles read, %d empty, %d out of focus",
+        slide.id, counts.tiles_read, counts.tiles_empty, counts.tiles_blurred,
+    )
+    if counts.tiles_blurred and counts.tiles_blurred == counts.tiles_read - counts.tiles_empty:
+        raise InputError(
+            slide.path,
+            f"out of focus: all {counts.tiles_blurred} tiles of the analysed area are blurred "
+            f"(sharpness under {gate.threshold:.2f} at {detector.mpp}; in-focus smears measure 0.3-0.6); "
+            "rescan the slide",
+        )
+
+
+def _detect_in_batches(judged: Iterator[tuple[Tile, np.ndarray, TileQuality]], detector: Detector,
+                       batch_size: int, buffer: BatchBuffer, ledger: BorderLedger, smear: SmearMap,
+                       counts: TileStats, clock: StageClock) -> Iterator[DetectedTile]:
+    """The judged tiles' cells, detected ``batch_size`` usable tiles at a time, ``counts`` kept as they come."""
     batch: list[tuple[Tile, np.ndarray]] = []
     while True:
         with clock("wait for tiles"):
@@ -170,20 +222,6 @@ def detected_tiles(
             batch = []
         if item is None:
             break
-    stats.tiles_read += counts.tiles_read
-    stats.tiles_empty += counts.tiles_empty
-    stats.tiles_blurred += counts.tiles_blurred
-    log.info(
-        "%s: %d tiles read, %d empty, %d out of focus",
-        slide.id, counts.tiles_read, counts.tiles_empty, counts.tiles_blurred,
-    )
-    if counts.tiles_blurred and counts.tiles_blurred == counts.tiles_read - counts.tiles_empty:
-        raise InputError(
-            slide.path,
-            f"out of focus: all {counts.tiles_blurred} tiles of the analysed area are blurred "
-            f"(sharpness under {gate.threshold:.2f} at {detector.mpp}; in-focus smears measure 0.3-0.6); "
-            "rescan the slide",
-        )
 
 
 def detect_cells(

@@ -25,6 +25,7 @@ from bmpipe.stages.classify import Classifier, labelled, read_crops
 from bmpipe.stages.detect import Detector, TileStats, detected_tiles
 from bmpipe.stages.reading import DEFAULT_WORKERS, SlideReaders
 from bmpipe.stages.regions import SmearMap
+from bmpipe.taxonomy import load_taxonomy
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ class _Batches:
         self.crops: list[np.ndarray] = []
         self.waiting = 0
         self.done: list[Cells] = []
+        self.counted = 0  # classified cells in the differential's denominator
+        self._denominator = np.array(sorted(load_taxonomy().denominator_codes()), dtype=object)
 
     def add(self, cells: Cells, crops: np.ndarray) -> None:
         self.cells.append(cells)
@@ -69,6 +72,7 @@ class _Batches:
         with self.clock("classifier"):
             pred = self.classifier.predict(crops[:n], batch_size=self.batch_size)
         self.done.append(labelled(cells.take(np.arange(n)), pred))
+        self.counted += int(np.isin(self.done[-1].label, self._denominator).sum())
         if self.write_cells is not None:
             with self.clock("write cells"):
                 self.write_cells(self.done[-1])
@@ -91,12 +95,17 @@ def detect_and_classify(
     quality: QualityThresholds | None = None,
     clock: StageClock | None = None,
     write_cells: Callable[[Cells], None] | None = None,
+    max_cells: int | None = None,
+    sample_seed: int = 0,
 ) -> Cells:
     """Classified nucleated cells of the analysed area, in level-0 pixels and tile order.
 
     The same cells, in the same order, as ``classify_cells(slide, detect_cells(slide, smear, detector), ...)``.
     ``clock`` collects the seconds spent in each model and waiting for reads; ``write_cells`` is called with
-    each classified batch, in that order, as soon as it is classified.
+    each classified batch, in that order, as soon as it is classified. With ``max_cells``, tiles are visited
+    in ``sample_seed``'s spread-out random order (``detect.sampling_order``) and no new tile is started once
+    that many counted cells are classified: every cell of each tile visited is kept, so the sample is of
+    whole tiles drawn over the whole smear (``stats`` says how many of how many).
     """
     stats = stats if stats is not None else TileStats()
     clock = clock or StageClock()
@@ -110,12 +119,19 @@ def detect_and_classify(
         batches.add(cells, crops)
 
     with SlideReaders(slide, workers) as readers:
-        for found in detected_tiles(slide, smear, detector, readers, stats, detect_batch, quality, clock):
+        found_tiles = detected_tiles(slide, smear, detector, readers, stats, detect_batch, quality, clock,
+                                     sample_seed=sample_seed if max_cells else None)
+        for found in found_tiles:
             if len(found.cells):
                 crops = readers.submit(read_crops, found.cells, classifier.mpp, classifier.crop_px)
                 pending.append((found.cells, crops))
             while pending and (pending[0][1].done() or len(pending) > CROPS_IN_FLIGHT):
                 take_oldest()
+            if max_cells and batches.counted >= max_cells:
+                found_tiles.close()
+                log.info("%s: %d cells counted, --max-cells %d reached after %d of %d tiles", slide.id,
+                         batches.counted, max_cells, stats.tiles_read, stats.tiles_planned)
+                break
         while pending:
             take_oldest()
         cells = batches.flush()
