@@ -20,7 +20,6 @@ import argparse
 import json
 import logging
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -32,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bmpipe.process_memory import peak_rss
 
 log = logging.getLogger(__name__)
 
@@ -260,19 +261,6 @@ def measure(path: Path, scratch: Path, device: str | None = None, max_cells: int
         "reads_alone_cpu_s": round(reads_alone_cpu, 2),
         "other_cpu_s": round(cpu - models_alone_cpu - reads_alone_cpu, 2),
     }
-
-
-def peak_rss() -> int:
-    """This process's peak resident memory in bytes, since it started this program.
-
-    Linux's ``ru_maxrss`` survives ``execve``: a child forked from a parent of 3 GB (a test session, or a
-    bench that has just generated its phantom slides) reports at least 3 GB. ``VmHWM`` belongs to the
-    address space, which ``execve`` replaces; ``ru_maxrss`` only where there is no ``/proc``."""
-    try:
-        status = Path("/proc/self/status").read_text()
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-    return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) * 1024
 
 
 def _time_calls(model_call, batches) -> tuple[float, float]:

@@ -62,7 +62,7 @@ def test_sampler_draws_negatives_at_their_share_and_classes_evenly() -> None:
     data = _cropset(["LYT"] * 50 + ["PLM"] * 5 + [""] * 40, ["pbc"] * 50 + ["segpc"] * 5 + ["segpc-other"] * 40,
                     [""] * 55 + ["PLM"] * 40)
     sampler = train_classifier.BalancedSampler(data, ("LYT", "PLM"), 0.65, seed=0, negative_fraction=0.2)
-    drawn = np.concatenate([sampler.batch(100) for _ in range(50)])
+    drawn = np.concatenate([sampler.batch(100, step) for step in range(50)])
     kind = np.array(["neg" if c == "" else c for c in data.codes])[drawn]
     assert abs(np.mean(kind == "neg") - 0.2) < 0.03
     assert abs(np.mean(kind == "LYT") - np.mean(kind == "PLM")) < 0.05

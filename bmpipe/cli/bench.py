@@ -13,6 +13,8 @@ log = logging.getLogger("bmpipe")
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.training:
+        return _bench_training(args)
     from bmpipe.benchmark import QUICK_SIZES, SIZES, run_benchmark, table
 
     sizes = args.sizes or (QUICK_SIZES if args.quick else SIZES)
@@ -20,6 +22,20 @@ def _bench(args: argparse.Namespace) -> int:
                          sample_cells=args.max_cells)
     sys.stdout.write(table(rows) + "\n")
     log.info("results: %s", args.out / "bench.json")
+    return 0
+
+
+def _bench_training(args: argparse.Namespace) -> int:
+    import json
+
+    from bmpipe import benchmark_training
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = benchmark_training.run(args.training, args.training_steps, batch_size=64, threads=args.threads or 2,
+                                  scratch=args.out / "training")
+    (args.out / "bench-training.json").write_text(json.dumps(rows, indent=1), "utf-8")
+    sys.stdout.write(benchmark_training.table(rows) + "\n")
+    log.info("results: %s", args.out / "bench-training.json")
     return 0
 
 
@@ -34,4 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-cells", type=int, default=SAMPLE_CELLS,
                    help="also time the largest slide stopped at this many cells, as --max-cells does "
                         "(default %(default)s; 0: not)")
+    p.add_argument("--training", type=int, default=0, metavar="N",
+                   help="instead of slides: time `train classifier` streaming generated Matek-layout trees of "
+                        "N/10 and N images, and print crops/s and peak memory of each (default: not)")
+    p.add_argument("--training-steps", type=int, default=200,
+                   help="training steps of each --training run (default %(default)s)")
     p.set_defaults(func=_bench)

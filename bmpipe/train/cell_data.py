@@ -40,6 +40,7 @@ from bmpipe.slide.resample import best_reduction
 from bmpipe.slide.resample import resample as resample_as_read
 from bmpipe.slide.tiff_backend import JPEG_REDUCTIONS, decode_jpeg
 from bmpipe.taxonomy import load_taxonomy
+from bmpipe.train.crop_store import ImageFiles, LazyCrops, stored_crop
 from bmpipe.train.datasets import DATASETS, data_root
 
 log = logging.getLogger(__name__)
@@ -64,9 +65,12 @@ SEGPC_MERGED_FACTOR = 2.2
 
 @dataclass
 class CropSet:
-    """Crops (N, STORE_PX, STORE_PX, 3) uint8 RGB at 0.25 µm/px with their labels; -1 marks 'not labelled'."""
+    """Crops (N, STORE_PX, STORE_PX, 3) uint8 RGB at 0.25 µm/px with their labels; -1 marks 'not labelled'.
 
-    images: np.ndarray
+    ``images`` is an array, or :class:`LazyCrops` where some rows are still files (a streamed folder): read
+    those with :meth:`read` a batch at a time, or all at once with :meth:`materialise`."""
+
+    images: np.ndarray | LazyCrops
     codes: np.ndarray  # str; "" where only the group is known (PBC IG / NEUTROPHIL)
     sources: np.ndarray  # str: data set name
     paths: np.ndarray  # str: source image ("" for phantom)
@@ -89,10 +93,27 @@ class CropSet:
         sets = [s for s in sets if len(s)]
         if not sets:
             return empty_cropset()
-        return CropSet(*(np.concatenate([getattr(s, f) for s in sets]) for f in _FIELDS))
+        images = [s.images for s in sets]
+        joined = (np.concatenate(images) if all(isinstance(i, np.ndarray) for i in images)
+                  else LazyCrops.join(images))
+        return CropSet(joined, *(np.concatenate([getattr(s, f) for s in sets]) for f in _FIELDS[1:]))
+
+    def read(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The stored crops of ``rows`` and which could be read (unreadable files are logged, their rows zero)."""
+        if isinstance(self.images, np.ndarray):
+            return self.images[rows], np.ones(len(rows), bool)
+        return self.images.read(rows)
+
+    def materialise(self) -> CropSet:
+        """This set with every crop in memory; rows whose file cannot be read are left out."""
+        if isinstance(self.images, np.ndarray):
+            return self
+        images, ok = self.images.read()
+        kept = self.subset(np.flatnonzero(ok))
+        return CropSet(images[ok], *(getattr(kept, f) for f in _FIELDS[1:]))
 
     def centre_crops(self, size: int = CROP_PX) -> np.ndarray:
-        return centre_crops(self.images, size)
+        return centre_crops(self.materialise().images, size)
 
 
 def centre_crops(crops: np.ndarray, size: int = CROP_PX) -> np.ndarray:
@@ -143,12 +164,10 @@ def store_crops(files: list[Path], mpp: Mpp | None) -> tuple[np.ndarray, np.ndar
     ok = np.ones(len(files), bool)
     for i, f in enumerate(files):
         try:
-            image = resample(read_rgb(f), image_mpp(f, mpp))
+            out[i] = stored_crop(f, image_mpp(f, mpp), STORE_PX)
         except InputError as exc:
             log.error("%s; skipped", exc)
             ok[i] = False
-            continue
-        out[i] = crop_centred(image, (image.shape[1] - 1) / 2, (image.shape[0] - 1) / 2, STORE_PX)
     return out, ok
 
 
@@ -323,19 +342,42 @@ def labelled_images(root: Path, extra_labels: Iterable[str] = ()) -> tuple[list[
     return files, labels
 
 
-def load_folder(root: Path, mpp: Mpp, name: str = "folder") -> tuple[CropSet, CropSet]:
+def load_folder(root: Path, mpp: Mpp, name: str = "folder", stream: bool = False) -> tuple[CropSet, CropSet]:
     """(train, held-out) from class-code folders, ImageFolder or Matek's nested layout (:func:`class_folders`).
-    Folders that are not taxonomy codes are skipped with a warning, unreadable images with an error line."""
+    Folders that are not taxonomy codes are skipped with a warning, unreadable images with an error line.
+
+    ``stream``: the training rows stay files (:class:`LazyCrops`), read a batch at a time, and at most
+    ``VALIDATION_PER_CLASS`` held-out images of each class are read to score the run, so memory does not
+    grow with the number of images."""
     files, codes = labelled_images(root)
     test = held_out([str(f.relative_to(root)) for f in files], codes)
     n = len(files)
+    paths = np.array([str(f) for f in files])
+    labels = (np.array(codes, "U8"), np.full(n, name, "U16"), paths, np.full(n, -1, np.int8), np.full(n, -1, np.int8))
+    if stream:
+        crops = CropSet(LazyCrops.of(ImageFiles(paths.astype(object), np.full(n, mpp.um_per_px), STORE_PX)), *labels)
+        train = crops.subset(np.flatnonzero(~test))
+        scored = validation_rows(np.flatnonzero(test), np.array(codes), VALIDATION_PER_CLASS)
+        test_set = crops.subset(scored).materialise()
+        log.info("%s %s at %s: %d train (streamed), %d held out (%d scored)", name, root, mpp, len(train),
+                 test.sum(), len(test_set))
+        return train, test_set
     images, readable = store_crops(files, mpp)
-    crops = CropSet(
-        images, np.array(codes, "U8"), np.full(n, name, "U16"),
-        np.array([str(f) for f in files], "U256"), np.full(n, -1, np.int8), np.full(n, -1, np.int8),
-    )
+    crops = CropSet(images, *labels)
     log.info("%s %s at %s: %d train, %d held out", name, root, mpp, (~test & readable).sum(), (test & readable).sum())
     return crops.subset(np.flatnonzero(~test & readable)), crops.subset(np.flatnonzero(test & readable))
+
+
+#: Held-out images per class a streamed folder's run is scored on: enough for a per-class F1 to ±0.05, few
+#: enough that a Matek-sized validation split stays a few hundred MB.
+VALIDATION_PER_CLASS = 200
+
+
+def validation_rows(rows: np.ndarray, codes: np.ndarray, per_class: int) -> np.ndarray:
+    """At most ``per_class`` of ``rows`` for each code, chosen the same way on every run."""
+    rng = np.random.default_rng(0)
+    return np.sort(np.concatenate([rng.permutation(rows[codes[rows] == c])[:per_class]
+                                   for c in np.unique(codes[rows])] or [rows[:0]]))
 
 
 #: H&E tissue slides of the shared data that show the stain check what a Romanowsky smear is not. The third

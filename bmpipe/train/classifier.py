@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
+import itertools
+import json
 import logging
 import math
+import os
 import tempfile
 import time
-from collections import Counter
-from dataclasses import asdict, dataclass
+from collections import Counter, deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bmpipe.errors import InputError
 from bmpipe.evaluation.classifier import evaluate, format_metrics, speed_on_pbc
 from bmpipe.evaluation.transfer import evaluate_transfer, format_transfer, write_transfer
 from bmpipe.nn.cell_classifier import (
@@ -36,6 +43,7 @@ from bmpipe.nn.cell_classifier import (
 )
 from bmpipe.nn.stain import StainCheck, unlike_share
 from bmpipe.nn.weights import ModelRecord, default_models_dir, save_model
+from bmpipe.process_memory import peak_rss
 from bmpipe.resolution import Mpp
 from bmpipe.taxonomy import load_taxonomy
 from bmpipe.train import cell_data
@@ -80,6 +88,11 @@ class TrainSettings:
     # Weight of the adversarial loss that makes phantom and real cells of a class indistinguishable in the
     # features (0: off). Only classes with both real and phantom images take part.
     domain_weight: float = 0.1
+    device: str | None = None  # torch device; default CUDA when there is one
+    workers: int = 2  # threads reading and augmenting batches ahead of the network (0: in the training loop)
+    checkpoint: Path | None = None  # the run's state, saved every checkpoint_minutes and on Ctrl-C
+    checkpoint_minutes: float = 10.0
+    resume: bool = False  # go on from ``checkpoint``
 
 
 @dataclass
@@ -103,7 +116,7 @@ def gather_data(settings: TrainSettings, folders: list[tuple[Path, Mpp]], builti
             else:
                 log.warning("%s not found at %s; training without it", name, DATASETS[dataset].path)
     for root, mpp in folders:
-        tr, te = cell_data.load_folder(root, mpp, name=root.name)
+        tr, te = cell_data.load_folder(root, mpp, name=root.name, stream=True)
         train.append(tr)
         held[root.name] = te
     if phantom:
@@ -135,7 +148,7 @@ class BalancedSampler:
 
     def __init__(self, data: CropSet, codes: tuple[str, ...], real_fraction: float, seed: int,
                  negative_fraction: float = 0.0):
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
         self.real_fraction = real_fraction
         is_phantom = data.sources == "phantom"
         self.pools = [
@@ -146,16 +159,18 @@ class BalancedSampler:
         self.negatives = np.flatnonzero((data.codes == "") & (data.not_codes != ""))
         self.negative_fraction = negative_fraction if len(self.negatives) else 0.0
 
-    def batch(self, size: int) -> np.ndarray:
+    def batch(self, size: int, step: int) -> np.ndarray:
+        """The rows of training step ``step``: a function of the seed and the step alone."""
+        rng = np.random.default_rng([self.seed, step])
         out = np.empty(size, np.int64)
-        for i, k in enumerate(self.rng.integers(len(self.pools), size=size)):
-            if self.rng.random() < self.negative_fraction:
-                out[i] = self.negatives[self.rng.integers(len(self.negatives))]
+        for i, k in enumerate(rng.integers(len(self.pools), size=size)):
+            if rng.random() < self.negative_fraction:
+                out[i] = self.negatives[rng.integers(len(self.negatives))]
                 continue
             real, synth = self.pools[k]
-            use_real = len(real) and (not len(synth) or self.rng.random() < self.real_fraction)
+            use_real = len(real) and (not len(synth) or rng.random() < self.real_fraction)
             pool = real if use_real else synth
-            out[i] = pool[self.rng.integers(len(pool))]
+            out[i] = pool[rng.integers(len(pool))]
         return out
 
 
@@ -199,7 +214,7 @@ def fit_stain_check(data: TrainingData, seed: int) -> dict[str, Any]:
     """The stain check (``bmpipe.nn.stain``) fitted on this run's training crops against H&E tissue crops and
     colourless copies of the training crops; with each held-out set's share of crops it calls unlike."""
     rng = np.random.default_rng(seed)
-    stained = data.train.centre_crops()[rng.permutation(len(data.train))[:4 * STAIN_NEGATIVES]]
+    stained = data.train.subset(rng.permutation(len(data.train))[:4 * STAIN_NEGATIVES]).materialise().centre_crops()
     grey = stained[:STAIN_NEGATIVES].mean(3, keepdims=True).round().astype(np.uint8).repeat(3, 3)
     tissue = cell_data.he_tissue_crops(STAIN_NEGATIVES, seed)
     check = StainCheck.fit(stained, np.concatenate([grey, tissue]))
@@ -245,93 +260,236 @@ def _lr_factor(progress: float, warmup: float) -> float:
     return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * (progress - warmup) / (1 - warmup)))
 
 
+def _step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def batches(data: CropSet, sampler: BalancedSampler, settings: TrainSettings,
+            first_step: int = 0) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """(rows, augmented crops) for every step from ``first_step`` on.
+
+    Files are read and batches augmented ``settings.workers`` steps ahead in threads, so the disk and the
+    augmentation overlap the network's step. A batch depends only on the seed and its step number, so a
+    resumed run sees exactly the batches an uninterrupted one would have.
+    """
+    augment = Augment()
+
+    def prepare(step: int) -> tuple[np.ndarray, torch.Tensor]:
+        rows = sampler.batch(settings.batch_size, step)
+        images, ok = data.read(rows)
+        return rows[ok], augment(images[ok], _step_generator(settings.seed, step))
+
+    if settings.workers < 1:
+        yield from map(prepare, itertools.count(first_step))
+        return
+    pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="batches")
+    try:
+        ahead = deque(pool.submit(prepare, s) for s in range(first_step, first_step + 2 * settings.workers))
+        for step in itertools.count(first_step + len(ahead)):
+            yield ahead.popleft().result()
+            ahead.append(pool.submit(prepare, step))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+#: Settings that shape a run's schedule and batches: a checkpoint resumes only a run that agrees on them.
+_SCHEDULE_KEYS = ("minutes", "steps", "batch_size", "lr", "weight_decay", "warmup", "real_fraction",
+                  "label_smoothing", "ema_decay", "seed", "class_weights", "synthetic_only", "negative_fraction",
+                  "domain_weight")
+
+
+def run_fingerprint(data: CropSet, codes: tuple[str, ...], settings: TrainSettings) -> str:
+    """What a checkpoint must agree with to be resumed: the codes, the training rows and the schedule."""
+    rows = hashlib.sha256()
+    for field in (data.codes, data.not_codes, data.sources, data.paths):
+        rows.update("\n".join(map(str, field)).encode())
+    schedule = {k: getattr(settings, k) for k in _SCHEDULE_KEYS}
+    return hashlib.sha256(json.dumps([codes, rows.hexdigest(), schedule], default=str).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A training run's state on disk (weights, averages, optimiser, step, time used, random state), written
+    atomically, so that an interrupted run goes on where it stopped instead of starting again."""
+
+    path: Path
+    fingerprint: str
+
+    def save(self, step: int, elapsed: float, modules: dict[str, Any]) -> None:
+        state = {"fingerprint": self.fingerprint, "step": step, "elapsed": elapsed,
+                 "torch_rng": torch.get_rng_state(),
+                 **{name: m.state_dict() for name, m in modules.items() if m is not None}}
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_name(self.path.name + ".partial")
+        torch.save(state, partial)
+        os.replace(partial, self.path)
+        log.info("checkpoint at step %d: %s", step, self.path)
+
+    def restore(self, modules: dict[str, Any]) -> tuple[int, float]:
+        """Load the saved state into ``modules``; returns (step, seconds already trained)."""
+        if not self.path.is_file():
+            raise InputError(self.path, "no checkpoint to resume from (give the --work folder of the interrupted run)")
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a truncated or foreign file: one line, not a traceback
+            raise InputError(self.path, f"not a readable training checkpoint ({type(exc).__name__})") from exc
+        if state.get("fingerprint") != self.fingerprint:
+            raise InputError(self.path, "was written by a run with other data, codes or schedule options; "
+                                        "give the same options, or start again without --resume")
+        for name, module in modules.items():
+            if module is not None:
+                module.load_state_dict(state[name])
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        log.info("resumed at step %d (%.0f s trained) from %s", state["step"], state["elapsed"], self.path)
+        return int(state["step"]), float(state["elapsed"])
+
+
+#: Memory layout of training on the CPU. Not channels_last: torch 2.14.1's CPU backward of a strided 1×1
+#: convolution (every residual shortcut) in channels_last crashes the process on some x86 CPUs (seen on AMD
+#: EPYC: a segmentation fault or "double free"); inference, which has no backward, keeps channels_last.
+TRAIN_CPU_LAYOUT = torch.contiguous_format
+
+
 def fit(model: CellNet, data: CropSet, codes: tuple[str, ...], settings: TrainSettings) -> tuple[CellNet, dict[str, Any]]:
-    """Train ``model`` on ``data``; returns the exponential moving average of its weights and run statistics."""
+    """Train ``model`` on ``data``; returns the exponential moving average of its weights and run statistics.
+
+    On CUDA the step runs in mixed precision (bfloat16 where the GPU has it, else float16 with loss scaling).
+    With ``settings.checkpoint`` the run's state is saved every ``checkpoint_minutes`` and on Ctrl-C, and
+    ``settings.resume`` continues from it.
+    """
+    device = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    amp = device.type == "cuda"
+    amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
+    layout = torch.channels_last if device.type == "cuda" else TRAIN_CPU_LAYOUT
     torch.manual_seed(settings.seed)
-    gen = torch.Generator().manual_seed(settings.seed)
     sampler = BalancedSampler(data, codes, settings.real_fraction, settings.seed, settings.negative_fraction)
     index = {c: i for i, c in enumerate(codes)}
-    targets = torch.tensor([index.get(c, -100) for c in data.codes])
-    not_targets = torch.tensor([index.get(c, -100) for c in data.not_codes])
+    targets = torch.tensor([index.get(c, -100) for c in data.codes], device=device)
+    not_targets = torch.tensor([index.get(c, -100) for c in data.not_codes], device=device)
     unknown = sorted({c for c, _ in settings.class_weights} - set(index))
     if unknown:
         raise ValueError(f"class weights for codes absent from the training data: {', '.join(unknown)}")
     class_weight = torch.ones(len(codes))
     for code, w in settings.class_weights:
         class_weight[index[code]] = w
-    dysplastic = torch.from_numpy(data.dysplastic.astype(np.float32))
-    grades = torch.from_numpy(data.grades.astype(np.float32))
+    class_weight = class_weight.to(device)
+    dysplastic = torch.from_numpy(data.dysplastic.astype(np.float32)).to(device)
+    grades = torch.from_numpy(data.grades.astype(np.float32)).to(device)
     labelled = data.dysplastic >= 0
     n_pos = int((data.dysplastic == 1).sum())
     # sqrt of the negative:positive ratio: between plain accuracy (1) and full balancing, which would trade
     # many false alarms on normal cells for sensitivity.
-    pos_weight = torch.tensor(float(np.sqrt(np.clip((labelled.sum() - n_pos) / max(n_pos, 1), 1.0, 100.0))))
-    augment = Augment()
-    model = model.to(memory_format=torch.channels_last).train()
+    pos_weight = torch.tensor(float(np.sqrt(np.clip((labelled.sum() - n_pos) / max(n_pos, 1), 1.0, 100.0))),
+                              device=device)
+    model = model.to(device, memory_format=layout).train()
     params = list(model.parameters())
-    aligned = torch.from_numpy(shared_codes(data, codes))
-    is_phantom = torch.from_numpy((data.sources == "phantom").astype(np.float32))
-    critic = domain_head(model.class_head.in_features) if settings.domain_weight > 0 else None
+    aligned = torch.from_numpy(shared_codes(data, codes)).to(device)
+    is_phantom = torch.from_numpy((data.sources == "phantom").astype(np.float32)).to(device)
+    critic = domain_head(model.class_head.in_features).to(device) if settings.domain_weight > 0 else None
     if critic is not None:
         params += list(critic.parameters())
     opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp and amp_dtype == torch.float16)
     ema = copy.deepcopy(model).eval()
-    budget = settings.minutes * 60
-    start = time.monotonic()
-    step, running = 0, Counter()
-    while True:
-        elapsed = time.monotonic() - start
-        progress = step / settings.steps if settings.steps else elapsed / budget
-        if progress >= 1:
-            break
-        for group in opt.param_groups:
-            group["lr"] = settings.lr * _lr_factor(progress, settings.warmup)
-        idx = torch.from_numpy(sampler.batch(settings.batch_size))
-        x = augment(data.images[idx.numpy()], gen).contiguous(memory_format=torch.channels_last)
-        features = model.features(x)
-        logits, dys_logit, grade = model.heads(model.dropout(features))
-        t, nt = targets[idx], not_targets[idx]
-        has_t, has_nt = t >= 0, nt >= 0
-        loss_cls = (F.cross_entropy(logits[has_t], t[has_t], weight=class_weight,
-                                    label_smoothing=settings.label_smoothing) if has_t.any() else logits.new_zeros(()))
-        loss_not = (not_code_loss(logits[has_nt], nt[has_nt], NEGATIVE_TRUST) if has_nt.any()
-                    else logits.new_zeros(()))
-        m_d, m_g = dysplastic[idx] >= 0, grades[idx] >= 0
-        loss_dys = (
-            F.binary_cross_entropy_with_logits(dys_logit[m_d], dysplastic[idx][m_d], pos_weight=pos_weight)
-            if m_d.any() else logits.new_zeros(())
-        )
-        loss_grade = F.mse_loss(grade[m_g], grades[idx][m_g]) if m_g.any() else logits.new_zeros(())
-        loss_dom = logits.new_zeros(())
-        m_a = aligned[idx]
-        if critic is not None and m_a.any():
-            ramp = 2 / (1 + math.exp(-10 * progress)) - 1  # the critic first learns, then the features answer
-            guess = critic(_ReverseGradient.apply(features[m_a], ramp)).squeeze(1)
-            loss_dom = F.binary_cross_entropy_with_logits(guess, is_phantom[idx][m_a])
-        loss = loss_cls + loss_not + 0.5 * loss_dys + 0.5 * loss_grade + settings.domain_weight * loss_dom
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        _ema_update(ema, model, min(settings.ema_decay, (1 + step) / (10 + step)))
-        step += 1
-        running.update(
-            cls=loss_cls.item(), neg=loss_not.item(), dom=loss_dom.item(), dys=loss_dys.item(),
-            grade=loss_grade.item(),
-            acc=(logits.argmax(1)[has_t] == t[has_t]).float().mean().item(), n=1,
-        )
-        if step % 100 == 0:
-            n = running.pop("n")
-            log.info(
-                "step %d  %.0f s  lr %.2e  loss cls %.3f not-code %.3f domain %.3f dys %.3f grade %.3f  "
-                "train acc %.3f", step, time.monotonic() - start, opt.param_groups[0]["lr"],
-                *(running[k] / n for k in ("cls", "neg", "dom", "dys", "grade", "acc")),
+    state = {"model": model, "ema": ema, "critic": critic, "optimizer": opt, "scaler": scaler}
+    checkpoint = (Checkpoint(settings.checkpoint, run_fingerprint(data, codes, settings))
+                  if settings.checkpoint is not None else None)
+    step, before = checkpoint.restore(state) if checkpoint is not None and settings.resume else (0, 0.0)
+    first_step, budget = step, settings.minutes * 60
+    start = last_save = time.monotonic()
+    running: Counter = Counter()
+    stream = batches(data, sampler, settings, first_step)
+    try:
+        while True:
+            elapsed = before + time.monotonic() - start
+            progress = step / settings.steps if settings.steps else elapsed / budget
+            if progress >= 1:
+                break
+            for group in opt.param_groups:
+                group["lr"] = settings.lr * _lr_factor(progress, settings.warmup)
+            rows, x = next(stream)
+            step += 1
+            if not len(rows):
+                continue  # every file of this batch was unreadable (each already logged)
+            idx = torch.from_numpy(rows).to(device)
+            x = x.to(device, non_blocking=True).contiguous(memory_format=layout)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+                features = model.features(x)
+                logits, dys_logit, grade = model.heads(model.dropout(features))
+            logits, dys_logit, grade, features = logits.float(), dys_logit.float(), grade.float(), features.float()
+            t, nt = targets[idx], not_targets[idx]
+            has_t, has_nt = t >= 0, nt >= 0
+            loss_cls = (F.cross_entropy(logits[has_t], t[has_t], weight=class_weight,
+                                        label_smoothing=settings.label_smoothing)
+                        if has_t.any() else logits.new_zeros(()))
+            loss_not = (not_code_loss(logits[has_nt], nt[has_nt], NEGATIVE_TRUST) if has_nt.any()
+                        else logits.new_zeros(()))
+            m_d, m_g = dysplastic[idx] >= 0, grades[idx] >= 0
+            loss_dys = (
+                F.binary_cross_entropy_with_logits(dys_logit[m_d], dysplastic[idx][m_d], pos_weight=pos_weight)
+                if m_d.any() else logits.new_zeros(())
             )
-            running.clear()
+            loss_grade = F.mse_loss(grade[m_g], grades[idx][m_g]) if m_g.any() else logits.new_zeros(())
+            loss_dom = logits.new_zeros(())
+            m_a = aligned[idx]
+            if critic is not None and m_a.any():
+                ramp = 2 / (1 + math.exp(-10 * progress)) - 1  # the critic first learns, then the features answer
+                guess = critic(_ReverseGradient.apply(features[m_a], ramp)).squeeze(1)
+                loss_dom = F.binary_cross_entropy_with_logits(guess, is_phantom[idx][m_a])
+            loss = loss_cls + loss_not + 0.5 * loss_dys + 0.5 * loss_grade + settings.domain_weight * loss_dom
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            _ema_update(ema, model, min(settings.ema_decay, step / (9 + step)))
+            running.update(
+                cls=loss_cls.item(), neg=loss_not.item(), dom=loss_dom.item(), dys=loss_dys.item(),
+                grade=loss_grade.item(),
+                acc=(logits.argmax(1)[has_t] == t[has_t]).float().mean().item(), n=1,
+            )
+            if step % 100 == 0:
+                _log_progress(step, settings, before + time.monotonic() - start,
+                              (step - first_step) * settings.batch_size / (time.monotonic() - start),
+                              opt.param_groups[0]["lr"], running)
+            if checkpoint is not None and time.monotonic() - last_save >= settings.checkpoint_minutes * 60:
+                checkpoint.save(step, before + time.monotonic() - start, state)
+                last_save = time.monotonic()
+    except KeyboardInterrupt:
+        if checkpoint is not None:
+            checkpoint.save(step, before + time.monotonic() - start, state)
+            log.warning("interrupted at step %d; to go on, run the same command with --resume --work %s",
+                        step, checkpoint.path.parent)
+        raise
+    finally:
+        stream.close()
     seconds = time.monotonic() - start
-    stats = {"steps": step, "seconds": round(seconds, 1), "samples": step * settings.batch_size,
-             "pos_weight": round(float(pos_weight), 2)}
-    log.info("trained %d steps (%d crops) in %.0f s", step, stats["samples"], seconds)
-    return ema.to(memory_format=torch.contiguous_format), stats
+    stats = {"steps": step, "seconds": round(before + seconds, 1), "samples": step * settings.batch_size,
+             "pos_weight": round(float(pos_weight), 2), "device": str(device),
+             "precision": str(amp_dtype).removeprefix("torch.") if amp else "float32",
+             "crops_per_s": round((step - first_step) * settings.batch_size / max(seconds, 1e-9), 1),
+             "peak_rss_mb": round(peak_rss() / 2**20, 1)}
+    log.info("trained %d steps (%d crops) in %.0f s, %.0f crops/s, peak memory %.0f MB", step, stats["samples"],
+             before + seconds, stats["crops_per_s"], stats["peak_rss_mb"])
+    return ema.to("cpu", memory_format=torch.contiguous_format), stats
+
+
+def _log_progress(step: int, settings: TrainSettings, elapsed: float, rate: float, lr: float,
+                  running: Counter) -> None:
+    """One line per 100 steps: where the run is, how fast, how much memory, and its losses since the last."""
+    n = running.pop("n", 0)
+    if not n:
+        return
+    total = f"/{settings.steps}" if settings.steps else f" ({elapsed / (settings.minutes * 60):.0%} of the time)"
+    log.info(
+        "step %d%s  %.0f s  %.0f crops/s  peak %.0f MB  lr %.2e  loss cls %.3f not-code %.3f domain %.3f "
+        "dys %.3f grade %.3f  train acc %.3f", step, total, elapsed, rate, peak_rss() / 2**20, lr,
+        *(running[k] / n for k in ("cls", "neg", "dom", "dys", "grade", "acc")),
+    )
+    running.clear()
 
 
 @torch.no_grad()
@@ -355,10 +513,15 @@ def train_classifier(
     phantom: bool = True,
     version: str | None = None,
     work: Path | None = None,
+    transfer: bool = True,
 ) -> ModelRecord:
-    """Train, save (safetensors + manifest), evaluate and write ``classifier.card.md``; returns the record."""
+    """Train, save (safetensors + manifest), evaluate and write ``classifier.card.md``; returns the record.
+
+    The run's state is checkpointed in ``work`` (``CHECKPOINT``); ``settings.resume`` goes on from it. Folders
+    are streamed from disk; ``transfer=False`` skips the scores on the transfer sets (minutes on 2 cores)."""
     models_dir = models_dir or default_models_dir()
     work = work or Path(tempfile.mkdtemp(prefix="bmpipe-classifier-"))
+    settings = replace(settings, checkpoint=settings.checkpoint or work / CHECKPOINT)
     torch.set_num_threads(settings.threads)
     t0 = time.monotonic()
     data = gather_data(settings, folders or [], builtin, phantom)
@@ -370,16 +533,26 @@ def train_classifier(
     model = CellNet(config)
     if settings.init is not None:
         config["warm_start"] = warm_start(model, codes, settings.init)
+    load_seconds = time.monotonic() - t0
     model, stats = fit(model, data.train, codes, settings)
-    stats["load_seconds"] = round(time.monotonic() - t0 - stats["seconds"], 1)
-    config["training"] = {**{k: v for k, v in asdict(settings).items() if k not in ("threads", "init")}, **stats}
-    record = finish(model, config, data, models_dir, version or time.strftime("%Y.%m.%d"), work)
+    stats["load_seconds"] = round(load_seconds, 1)
+    config["training"] = {**{k: v for k, v in asdict(settings).items() if k not in _RUN_ONLY}, **stats}
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "training.json").write_text(json.dumps(config["training"], indent=1, default=str), "utf-8")
+    record = finish(model, config, data, models_dir, version or time.strftime("%Y.%m.%d"), work, transfer)
+    settings.checkpoint.unlink(missing_ok=True)  # finished: nothing left to resume
     log.info("total %.0f s", time.monotonic() - t0)
     return record
 
 
+#: The checkpoint's name in a run's work folder.
+CHECKPOINT = "classifier-checkpoint.pt"
+#: Settings of how a run was carried out rather than what it learned: kept out of the model's config.
+_RUN_ONLY = ("threads", "init", "device", "workers", "checkpoint", "checkpoint_minutes", "resume")
+
+
 def finish(model: CellNet, config: dict[str, Any], data: TrainingData, models_dir: Path, version: str,
-           work: Path) -> ModelRecord:
+           work: Path, transfer: bool = True) -> ModelRecord:
     """A trained network's stain check, weights (safetensors + manifest), held-out and transfer scores and
     model card."""
     config.update(fit_stain_check(data, config["training"]["seed"]))
@@ -390,15 +563,17 @@ def finish(model: CellNet, config: dict[str, Any], data: TrainingData, models_di
     metrics = evaluate(clf, data.held_out, work)
     for line in format_metrics(metrics):
         log.info("%s", line)
-    transfer = evaluate_transfer(clf, data.held_out)
-    for line in format_transfer(transfer):
-        log.info("%s", line)
-    write_transfer(transfer, work)
+    scores = None
+    if transfer:
+        scores = evaluate_transfer(clf, data.held_out)
+        for line in format_transfer(scores):
+            log.info("%s", line)
+        write_transfer(scores, work)
     pbc = data.held_out.get("pbc")
     if pbc is not None and len(pbc):
         metrics["speed"] = speed_on_pbc(clf, pbc)
         log.info("speed (crops/s): %s", metrics["speed"])
-    write_card(models_dir, record, config, data, metrics, count_parameters(model), transfer)
+    write_card(models_dir, record, config, data, metrics, count_parameters(model), scores)
     return record
 
 
@@ -464,6 +639,13 @@ def _data_lines(data: TrainingData) -> list[str]:
     return lines
 
 
+def _device_words(training: dict[str, Any]) -> str:
+    device = training.get("device", "cpu")
+    if device.startswith("cuda"):
+        return f"a GPU ({training.get('precision', 'float32')})"
+    return f"{torch.get_num_threads()} CPU threads"
+
+
 def _fmt(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
@@ -488,7 +670,7 @@ def write_card(
         f"rotations, Mori 2020) for {config['granule_codes']}"),
         f"- top probability < {config['unidentified_threshold']} → reported as NIF (not identifiable)",
         (f"- training: {t['steps']} steps × batch {t['batch_size']} = {t['samples']:,} augmented crops in "
-        f"{t['seconds'] / 60:.1f} min on {torch.get_num_threads()} CPU threads (+{t['load_seconds'] / 60:.1f} min "
+        f"{t['seconds'] / 60:.1f} min on {_device_words(t)} (+{t['load_seconds'] / 60:.1f} min "
         f"data preparation); AdamW lr {t['lr']}, cosine, EMA {t['ema_decay']}, class-balanced sampling, "
         f"real:phantom {t['real_fraction']} per class; seed {t['seed']}"),
         *([f"- extra loss weight for true codes: {', '.join(f'{c} ×{w:g}' for c, w in t['class_weights'])}"]
@@ -588,7 +770,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-builtin", action="store_true", help="do not use PBC/SegPC from $BMPIPE_DATA")
     parser.add_argument("--no-phantom", action="store_true", help="train without phantom cells")
     parser.add_argument("--models-dir", type=Path, default=None)
-    parser.add_argument("--work", type=Path, default=None, help="where held-out prediction CSVs go")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="the run's folder: held-out prediction CSVs and its checkpoint (default: a new "
+                             "temporary folder)")
     parser.add_argument("--version", default=None)
     parser.add_argument("--minutes", type=float, default=TrainSettings.minutes)
     parser.add_argument("--steps", type=int, default=None)
@@ -599,7 +783,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init", default=None, metavar="DIR|shipped",
                         help="models folder whose classifier to start from, or 'shipped' for bmpipe's own "
                              "(class-head rows matched by code; default: from scratch)")
-    parser.add_argument("--threads", type=int, default=TrainSettings.threads)
+    parser.add_argument("--threads", type=int, default=TrainSettings.threads,
+                        help="torch CPU threads (default %(default)s)")
+    parser.add_argument("--device", default=None,
+                        help="torch device (default: CUDA when there is one, with mixed precision; else CPU)")
+    parser.add_argument("--workers", type=int, default=TrainSettings.workers,
+                        help="threads reading and augmenting batches ahead of the network (default %(default)s)")
+    parser.add_argument("--checkpoint-minutes", type=float, default=TrainSettings.checkpoint_minutes,
+                        help="save the run's state in --work this often, and on Ctrl-C (default %(default)s)")
+    parser.add_argument("--resume", action="store_true",
+                        help="go on from the checkpoint in --work, with the options of the interrupted run")
+    parser.add_argument("--no-transfer", action="store_true",
+                        help="skip the scores on real cells from sources never trained on (BCCD, wbc_seg, SegPC)")
     parser.add_argument("--class-weight", action="append", default=[], metavar="CODE=W",
                         help="loss weight for cells of CODE (default 1); repeatable")
     parser.add_argument("--domain-weight", type=float, default=TrainSettings.domain_weight,
@@ -611,6 +806,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if len(args.mpp) != len(args.data):
         parser.error("give one --mpp for every --data folder")
+    if args.resume and args.work is None:
+        parser.error("--resume needs --work, the folder of the run to go on with")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         class_weights = tuple((c, float(w)) for c, w in (cw.split("=", 1) for cw in args.class_weight))
@@ -621,11 +818,13 @@ def main(argv: list[str] | None = None) -> int:
         phantom_per_code=args.phantom_per_code, seed=args.seed, threads=args.threads, lr=args.lr,
         init=None if args.init is None else default_models_dir() if args.init == "shipped" else Path(args.init),
         class_weights=class_weights, synthetic_only=tuple(c.upper() for c in args.synthetic_only),
-        domain_weight=args.domain_weight,
+        domain_weight=args.domain_weight, device=args.device, workers=args.workers,
+        checkpoint_minutes=args.checkpoint_minutes, resume=args.resume,
     )
     record = train_classifier(
         args.models_dir, settings, [(d, Mpp(m)) for d, m in zip(args.data, args.mpp)],
         builtin=not args.no_builtin, phantom=not args.no_phantom, version=args.version, work=args.work,
+        transfer=not args.no_transfer,
     )
     log.info("classifier %s %s", record.version, record.sha256)
     return 0
