@@ -5,17 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Union
+from typing import Literal
 
 from bmpipe.nn.cell_classifier import CellClassifier
+from bmpipe.nn.detector import Detector
 from bmpipe.nn.weights import ModelRecord, default_models_dir
-
-if TYPE_CHECKING:
-    from bmpipe.nn.unet_detector import UnetDetector
-    from bmpipe.nn.yolo_detector import YoloDetector
-
-#: Both satisfy the detection stage's ``Detector`` protocol (``mpp``, ``tile_size``, ``detect``).
-Detector = Union["UnetDetector", "YoloDetector"]
 
 DetectorKind = Literal["unet", "yolo"]
 DETECTORS: tuple[DetectorKind, ...] = ("unet", "yolo")

@@ -3,7 +3,7 @@
 Each slide (with ``--fields``, each case folder of field photographs) is one task (``slide``) submitted to the flow's task runner: by default a thread pool running
 ``parallel`` slides at once, or a Dask cluster (``--runner dask``). The task gets the slide's path, never an
 open handle, so it can run on any worker. A slide whose output folder already holds a matching
-``run.json`` is skipped (``flows.resume``); the others are (re)done and finished all or nothing. The batch
+``run.json`` is skipped (``bmpipe.flows.resume``); the others are (re)done and finished all or nothing. The batch
 ends with ``manifest.csv``: one row per slide, status ``ok``, ``failed`` or ``skipped``.
 """
 
@@ -23,15 +23,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from bmpipe.errors import BmpipeError, InputError
-from bmpipe.report.cohort import write_cohort_summary
-from bmpipe.report.spreadsheet import SafeWriter
-from bmpipe.slide import PHOTO_SUFFIXES, open_slide
-from bmpipe.stages.calibrate import opening_mpp
-from flows import progress
-from flows.deidentify import Pseudonyms, deidentified
-from flows.fields import find_fields, plan_case, run_case
-from flows.gpu import set_gpu_slots
-from flows.resume import (
+from bmpipe.flows import progress
+from bmpipe.flows.deidentify import Pseudonyms, deidentified
+from bmpipe.flows.fields import find_fields, plan_case, run_case
+from bmpipe.flows.gpu import set_gpu_slots
+from bmpipe.flows.resume import (
     batch_lock,
     file_sha256,
     files_sha256,
@@ -40,7 +36,11 @@ from flows.resume import (
     source_id,
     sweep_staging,
 )
-from flows.slide import RunSettings, SlidePlan, output_place, plan_slide, run_slide
+from bmpipe.flows.slide import RunSettings, SlidePlan, output_place, plan_slide, run_slide
+from bmpipe.report.cohort import write_cohort_summary
+from bmpipe.report.spreadsheet import SafeWriter
+from bmpipe.slide import PHOTO_SUFFIXES, open_slide
+from bmpipe.stages.calibrate import opening_mpp
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def no_slides(folder: Path, recursive: bool) -> str:
 
 def place_jobs(jobs: list[SlideJob], settings: RunSettings, pseudonyms: Pseudonyms | None) -> list[SlideJob]:
     """Give every job its own output folder. Jobs whose names collide (``a/s.tiff`` and ``b/s.tiff``, or
-    names made safe alike) are tagged with their :func:`~flows.resume.source_id`, except one that already owns
+    names made safe alike) are tagged with their :func:`~bmpipe.flows.resume.source_id`, except one that already owns
     the folder; so is a job whose folder an earlier run filled from another input (other path and other bytes:
     the same slide moved, or reached through a link, keeps its folder and is skipped as done)."""
     places = [output_place(j.path, settings, pseudonyms, j.subfolder, case=j.fields)[1] for j in jobs]

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from bmpipe.slide import slide_id
 
 if TYPE_CHECKING:
-    from flows.slide import RunSettings
+    from bmpipe.flows.slide import RunSettings
 
 KEY_ENV = "BMPIPE_DEIDENTIFY_KEY"
 KEY_FILE = ".bmpipe-deidentify.key"

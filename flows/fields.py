@@ -16,6 +16,11 @@ import numpy as np
 from prefect import flow
 
 from bmpipe.errors import InputError
+from bmpipe.flows import progress
+from bmpipe.flows.deidentify import Pseudonyms, deidentified
+from bmpipe.flows.gpu import set_gpu_slots
+from bmpipe.flows.resume import files_sha256, finished, models_fingerprint, run_record, source_id
+from bmpipe.flows.slide import RunSettings, SlidePlan, aggregate, detect_classify, gradcam_of, output_place
 from bmpipe.imaging.red_cells import estimate_mpp
 from bmpipe.models import Models, load_models
 from bmpipe.nn.cell_classifier import CROP_PX
@@ -40,11 +45,6 @@ from bmpipe.stages.calibrate import (
 )
 from bmpipe.stages.detect import TileStats
 from bmpipe.stages.regions import whole_field
-from flows import progress
-from flows.deidentify import Pseudonyms, deidentified
-from flows.gpu import set_gpu_slots
-from flows.resume import files_sha256, finished, models_fingerprint, run_record, source_id
-from flows.slide import RunSettings, SlidePlan, aggregate, detect_classify, gradcam_of, output_place
 
 log = logging.getLogger(__name__)
 

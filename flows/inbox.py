@@ -2,7 +2,7 @@
 
 Lab staff drop slides, or a folder of a case's slides, into the inbox during the day; overnight the
 deployment runs the batch flow over the whole inbox, recursively. Slides already finished with the same
-bytes, models and settings are skipped (``flows.resume``), so each run analyses only what is new or
+bytes, models and settings are skipped (``bmpipe.flows.resume``), so each run analyses only what is new or
 changed, and a run interrupted by a power cut is finished by the next one. Outputs mirror the inbox's
 sub-folders under the out folder, next to the ``manifest.csv`` of the latest run.
 """
@@ -16,8 +16,8 @@ from prefect import flow
 from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
 
-from flows.batch import SlideOutcome, analyse_batch
-from flows.slide import RunSettings
+from bmpipe.flows.batch import SlideOutcome, analyse_batch
+from bmpipe.flows.slide import RunSettings
 
 DEPLOYMENT = "lab-inbox"
 NIGHTLY = "0 2 * * *"

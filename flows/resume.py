@@ -26,7 +26,7 @@ from bmpipe.nn.weights import ModelRecord
 from bmpipe.report.staging import STAGING_SUFFIX, replacing
 
 if TYPE_CHECKING:
-    from flows.deidentify import Pseudonyms
+    from bmpipe.flows.deidentify import Pseudonyms
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Tasks take and return in-process objects (slide handles, cell batches), so nothing is cached or persisted
 between them (``NO_CACHE``) and a slide handle never leaves the process that opened it. Resuming is done
-per slide, from the finished output folder's ``run.json`` (``flows.resume``).
+per slide, from the finished output folder's ``run.json`` (``bmpipe.flows.resume``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,10 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from bmpipe.flows import progress
+from bmpipe.flows.deidentify import Pseudonyms, deidentified
+from bmpipe.flows.gpu import gpu_slot, set_gpu_slots
+from bmpipe.flows.resume import file_sha256, finished, models_fingerprint, run_record, source_id
 from bmpipe.imaging.red_cells import MppEstimate
 from bmpipe.models import Models, load_models
 from bmpipe.nn.cell_classifier import CROP_PX, CellClassifier
@@ -40,10 +44,6 @@ from bmpipe.stages.detect import TileStats
 from bmpipe.stages.regions import RegionsMode, SmearMap, find_smear
 from bmpipe.stages.stream import detect_and_classify
 from bmpipe.taxonomy import load_taxonomy
-from flows import progress
-from flows.deidentify import Pseudonyms, deidentified
-from flows.gpu import gpu_slot, set_gpu_slots
-from flows.resume import file_sha256, finished, models_fingerprint, run_record, source_id
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class RunSettings:
     device: str | None = None
     detector: str = "unet"
     deidentify: bool = False
-    #: Slides allowed in the model stages at once (``flows.gpu``); more only pays with GPU memory to spare.
+    #: Slides allowed in the model stages at once (``bmpipe.flows.gpu``); more only pays with GPU memory to spare.
     gpu_slots: int = 1
     #: Stop a slide's count once this many cells are counted, from tiles drawn over the whole smear.
     max_cells: int | None = None
@@ -73,7 +73,7 @@ class RunSettings:
 @dataclass(frozen=True)
 class SlidePlan:
     """Where one slide's (or case's) outputs go, under which name, and the ``run.json`` record that finishes
-    them; ``source`` tells whose folder it is when two inputs share a name (``flows.resume.source_id``)."""
+    them; ``source`` tells whose folder it is when two inputs share a name (``bmpipe.flows.resume.source_id``)."""
 
     path: Path
     name: str  # the slide id, or its pseudonym with --deidentify

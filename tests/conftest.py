@@ -19,7 +19,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The real public data (``$BMPIPE_DATA`` or ``../shared/data``); tests needing it skip without it."""
-    from bmpipe.train.datasets import data_root  # after the environment above is set
+    from bmpipe.datasets.catalog import data_root  # after the environment above is set
 
     path = data_root()
     if not path.is_dir():

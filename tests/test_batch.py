@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from batch_slides import BROKEN, assert_same_results, make_inbox, reference_run, slide_files
 
-from flows.batch import find_jobs
+from bmpipe.flows.batch import find_jobs
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_folders_are_searched_recursively_only_when_asked(tmp_path):
 
 @pytest.mark.parametrize("slots", [1, 2])
 def test_gpu_slots_bound_how_many_slides_run_model_stages_at_once(slots):
-    from flows.gpu import gpu_slot, set_gpu_slots
+    from bmpipe.flows.gpu import gpu_slot, set_gpu_slots
 
     set_gpu_slots(slots)
     inside, most, lock = [0], [0], threading.Lock()
@@ -101,7 +101,7 @@ def test_gpu_slots_bound_how_many_slides_run_model_stages_at_once(slots):
 def test_progress_bar_advances_per_stage_and_finishes(tmp_path):
     from rich.console import Console
 
-    from flows.progress import STAGES, RichProgress
+    from bmpipe.flows.progress import STAGES, RichProgress
 
     shown = RichProgress(console=Console(file=io.StringIO(), force_terminal=True))
     with shown:
@@ -113,9 +113,9 @@ def test_progress_bar_advances_per_stage_and_finishes(tmp_path):
 
 def test_a_slide_failing_in_a_stage_finishes_the_progress_bar_its_stages_opened(tmp_path_factory, tmp_path,
                                                                              monkeypatch):
-    from flows import progress, slide
-    from flows.batch import SlideJob, analyse_one
-    from flows.slide import RunSettings
+    from bmpipe.flows import progress, slide
+    from bmpipe.flows.batch import SlideJob, analyse_one
+    from bmpipe.flows.slide import RunSettings
 
     class Shown(progress.Progress):
         def __init__(self) -> None:
@@ -144,7 +144,7 @@ def test_slides_are_generated_once_per_session(tmp_path_factory):
 
 
 def test_the_slide_flow_runs_on_its_own_with_the_batch_results(reference, tmp_path_factory, tmp_path):
-    from flows.slide import RunSettings, analyse_slide
+    from bmpipe.flows.slide import RunSettings, analyse_slide
 
     _, out, _ = reference
     folder = analyse_slide(slide_files(tmp_path_factory)["marrow-b"], RunSettings(out_dir=tmp_path))
@@ -159,7 +159,7 @@ def test_a_slot_left_held_by_a_killed_run_is_freed_when_the_next_local_run_start
     model stages leaves its slot counted, and without ``free_orphaned_slots`` the next run would wait forever."""
     from prefect.client.orchestration import get_client
 
-    from flows.gpu import GPU_LIMIT, free_orphaned_slots, gpu_slot, set_gpu_slots
+    from bmpipe.flows.gpu import GPU_LIMIT, free_orphaned_slots, gpu_slot, set_gpu_slots
 
     set_gpu_slots(1)
     with get_client(sync_client=True) as client:  # what a killed holder leaves: a slot taken, never released
@@ -185,9 +185,9 @@ def _record(folder: Path, source: str, input_sha256: str) -> None:
 
 
 def test_every_slide_gets_its_own_folder_and_a_finished_one_is_not_taken_over(tmp_path):
-    from flows.batch import place_jobs
-    from flows.resume import file_sha256, source_id
-    from flows.slide import RunSettings, output_place
+    from bmpipe.flows.batch import place_jobs
+    from bmpipe.flows.resume import file_sha256, source_id
+    from bmpipe.flows.slide import RunSettings, output_place
 
     for rel in ("a/s.tiff", "b/s.tiff", "c/s.tiff", "骨髄.tiff", "血液.tiff", "moved/s.tiff"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -229,9 +229,9 @@ def test_a_folder_with_no_slide_fails_saying_what_it_holds(tmp_path, files, recu
 
 
 def test_the_manifest_warns_of_a_slide_that_counted_nothing_and_of_skipped_photographs(tmp_path):
+    from bmpipe.flows.batch import slide_warning
     from bmpipe.records import Cells
     from bmpipe.stages.aggregate import differential
-    from flows.batch import slide_warning
 
     data = differential(Cells.empty(), "wrong-mpp").as_dict()
     data["slide_summary"] = {"skipped_fields": ["f9.jpg: not a readable slide or image"]}

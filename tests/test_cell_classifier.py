@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from bmpipe.datasets.catalog import DATASETS
+from bmpipe.datasets.cell_data import PBC_PREFIXES, STORE_PX, held_out, load_folder
 from bmpipe.errors import ModelError
 from bmpipe.evaluation.classifier import PBC_GROUP_OF_CODE
 from bmpipe.imaging.image_files import read_rgb
@@ -23,8 +25,7 @@ from bmpipe.nn.cell_classifier import (
 )
 from bmpipe.nn.weights import default_models_dir, load_weights, save_model
 from bmpipe.train import classifier as train_classifier
-from bmpipe.train.cell_data import PBC_PREFIXES, STORE_PX, Augment, held_out, load_folder
-from bmpipe.train.datasets import DATASETS
+from bmpipe.train.augment import Augment
 
 torch.set_num_threads(2)
 CODES = ("NGS", "EBO", "LYT", "PLM", "NIF")

@@ -13,7 +13,7 @@ from batch_slides import BROKEN, assert_same_results, make_inbox, reference_run,
 from prefect_dask import DaskTaskRunner
 
 from bmpipe.cli import main
-from flows.batch import task_runner
+from bmpipe.flows.batch import task_runner
 
 
 def test_a_local_two_worker_dask_cluster_gives_the_same_results(tmp_path_factory, tmp_path):

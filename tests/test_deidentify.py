@@ -12,7 +12,7 @@ import pytest
 from batch_slides import make_inbox, slide_files
 
 from bmpipe.cli import main
-from flows.deidentify import KEY_ENV, KEY_FILE, Pseudonyms, load_key, redacted_logs
+from bmpipe.flows.deidentify import KEY_ENV, KEY_FILE, Pseudonyms, load_key, redacted_logs
 
 PATIENT = "DOE JOHN 1234567"  # its slide id, which the stages log, is DOE_JOHN_1234567
 OTHER = "SMITH_JANE_7654321"
@@ -24,7 +24,7 @@ def run_log():
     """Every INFO line of bmpipe's and the flows' loggers during a test (Prefect reconfigures the root's)."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
-    loggers = [logging.getLogger(name) for name in ("bmpipe", "flows")]
+    loggers = [logging.getLogger(name) for name in ("bmpipe",)]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.addHandler(handler)
@@ -65,7 +65,7 @@ def test_a_deidentified_run_names_no_patient_anywhere(tmp_path_factory, tmp_path
 
 def test_a_deidentified_single_slide_run_names_no_patient_in_its_logs(tmp_path_factory, tmp_path, monkeypatch,
                                                                      run_log, capfd):
-    from flows.slide import RunSettings, analyse_slide
+    from bmpipe.flows.slide import RunSettings, analyse_slide
 
     monkeypatch.setenv(KEY_ENV, "lab-secret")
     inbox = make_inbox(tmp_path / "inbox", {"marrow-a": slide_files(tmp_path_factory)["marrow-a"]}, broken=False,

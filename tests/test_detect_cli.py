@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from bmpipe.cli import main
+from bmpipe.datasets import detector_data as dd
 from bmpipe.evaluation.detector import box_scores
 from bmpipe.nn.weights import default_models_dir
 from bmpipe.phantom import write_fields
 from bmpipe.resolution import Mpp
-from bmpipe.train import detector_data as dd
 
 
 @pytest.fixture(scope="module")

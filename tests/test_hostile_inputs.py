@@ -13,9 +13,9 @@ import pytest
 
 from bmpipe.cli import main
 from bmpipe.errors import InputError, ModelError
+from bmpipe.flows.resume import batch_lock
 from bmpipe.nn.weights import default_models_dir, load_weights
 from bmpipe.report.spreadsheet import SafeDictWriter, SafeWriter, read_cell, text_cell
-from flows.resume import batch_lock
 
 
 @pytest.mark.parametrize("value", ["=HYPERLINK(\"http://x\")", "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\tx"])

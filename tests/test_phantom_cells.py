@@ -9,12 +9,12 @@ import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
+from bmpipe.datasets.cell_data import phantom_codes
 from bmpipe.phantom import cell_crops, render_cell
 from bmpipe.phantom.cell import draw_cell, plan_cell
 from bmpipe.phantom.crops import NIF_CODE
 from bmpipe.resolution import Mpp
 from bmpipe.taxonomy import load_taxonomy
-from bmpipe.train.cell_data import phantom_codes
 
 MPP = Mpp(0.1)
 
@@ -70,8 +70,8 @@ def test_cells_as_scanned_are_what_the_slide_reader_gives_for_the_same_scan(tmp_
     and area-resamples; decoding whole and averaging, as before classifier 1.2.3, differs by ~1 grey level)."""
     import tifffile
 
+    from bmpipe.datasets.cell_data import SCAN_JPEG_QUALITY, as_scanned
     from bmpipe.slide import open_slide
-    from bmpipe.train.cell_data import SCAN_JPEG_QUALITY, as_scanned
 
     scans = cell_crops(1, 5, mpp=Mpp(0.1), size_px=320, codes=["NGS", "BLA"])[0]
     for i, scan in enumerate(scans):

@@ -9,9 +9,7 @@ import os
 import pytest
 
 from bmpipe.errors import InputError
-from bmpipe.nn.weights import ModelRecord
-from bmpipe.report.staging import staging_dir
-from flows.resume import (
+from bmpipe.flows.resume import (
     RUN_RECORD,
     batch_lock,
     file_sha256,
@@ -21,7 +19,9 @@ from flows.resume import (
     run_record,
     sweep_staging,
 )
-from flows.slide import RunSettings
+from bmpipe.flows.slide import RunSettings
+from bmpipe.nn.weights import ModelRecord
+from bmpipe.report.staging import staging_dir
 
 RECORD = run_record("ab" * 32, {"classifier": "cd" * 32}, {"mpp": None, "regions": "readable"})
 

@@ -143,7 +143,7 @@ def test_a_review_without_crops_keeps_the_analysis_gallery_and_its_overlays(tmp_
 
 
 def test_corrected_crops_are_training_data_for_the_classifier(tmp_path):
-    from bmpipe.train.cell_data import STORE_PX, load_folder
+    from bmpipe.datasets.cell_data import STORE_PX, load_folder
 
     folder = write_slide_outputs(slide_result(), tmp_path)
     rows = edit(folder, {})

@@ -18,7 +18,7 @@ import yaml
 from batch_slides import assert_same_results, make_inbox, reference_run, slide_files
 
 from bmpipe.cli import build_parser
-from flows.inbox import DEPLOYMENT, inbox_deployment, process_inbox
+from bmpipe.flows.inbox import DEPLOYMENT, inbox_deployment, process_inbox
 
 ROOT = Path(__file__).resolve().parents[1]
 

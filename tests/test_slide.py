@@ -15,13 +15,13 @@ import openslide
 import pytest
 import tifffile
 
+from bmpipe.datasets.catalog import data_root
 from bmpipe.errors import SlideError
 from bmpipe.resolution import Mpp
 from bmpipe.slide import open_slide, slide_id, tiff_backend, write_pyramidal_tiff
 from bmpipe.slide.openslide_backend import OpenSlideSlide
 from bmpipe.slide.resample import best_level, best_reduction, resample
 from bmpipe.slide.tiff_backend import TiffSlide
-from bmpipe.train.datasets import data_root
 
 ALLOWED_PROPERTIES = {
     "vendor", "objective-power", "mpp-x", "mpp-y", "format", "backend",

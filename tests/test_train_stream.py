@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from bmpipe import benchmark_training
+from bmpipe.datasets.cell_data import STORE_PX, CropSet, load_folder, store_crops
+from bmpipe.datasets.crop_store import LazyCrops
 from bmpipe.errors import InputError
 from bmpipe.nn.cell_classifier import CLASSIFIER_MPP, CellNet, default_config
 from bmpipe.train import classifier as train_classifier
-from bmpipe.train.cell_data import STORE_PX, CropSet, load_folder, store_crops
-from bmpipe.train.crop_store import LazyCrops
 
 torch.set_num_threads(2)
 

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
+from bmpipe.datasets.cell_data import CropSet, empty_cropset
+from bmpipe.datasets.detector_data import SEGPC_MPP_BY_PAD, segpc_mpp
 from bmpipe.nn.cell_classifier import CROP_PX, CellClassifier, CellNet, default_config
 from bmpipe.nn.stain import StainCheck, unlike_share
 from bmpipe.nn.weights import save_model
 from bmpipe.records import Cells
 from bmpipe.stages.aggregate import differential
 from bmpipe.train import classifier as train_classifier
-from bmpipe.train.cell_data import CropSet, empty_cropset
-from bmpipe.train.detector_data import SEGPC_MPP_BY_PAD, segpc_mpp
 
 torch.set_num_threads(2)
 BMPIPE = Path(__file__).resolve().parents[1] / "bmpipe"

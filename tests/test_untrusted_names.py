@@ -10,8 +10,8 @@ import pytest
 from batch_slides import make_inbox, slide_files
 
 from bmpipe.cli import main
-from flows.deidentify import Pseudonyms
-from flows.slide import RunSettings, output_place
+from bmpipe.flows.deidentify import Pseudonyms
+from bmpipe.flows.slide import RunSettings, output_place
 
 #: A file name cannot hold "/", so the classic ``<script>alert(1)</script>`` becomes its slash-free twin.
 MARKUP = "<img src=x onerror=alert(1)>"

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from bmpipe.errors import ModelError
-from bmpipe.evaluation.detector import box_scores, detect_image, instance_boxes
+from bmpipe.evaluation.detector import box_scores, detect_image, mask_boxes
 from bmpipe.imaging.boxes import iou_matrix
 from bmpipe.imaging.image_files import read_rgb
 from bmpipe.nn.weights import default_models_dir, save_model
@@ -38,7 +38,7 @@ def field(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
     """A 1024 px phantom field at 0.1 µm/px (a quarter of the detector's resolution) and its truth boxes."""
     folder = tmp_path_factory.mktemp("yolo-field")
     (path,) = write_fields(folder, 1, seed=7, size=(1024, 1024), mpp=Mpp(0.1))
-    return path, instance_boxes(folder / "masks" / f"{path.stem}.png")
+    return path, mask_boxes(folder / "masks" / f"{path.stem}.png")
 
 
 def test_untrained_network_round_trips_safetensors_and_detects_odd_tiles(tmp_path: Path) -> None:

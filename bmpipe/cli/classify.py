@@ -11,19 +11,21 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bmpipe.errors import InputError
-from bmpipe.nn.cell_classifier import CellClassifier
-from bmpipe.nn.weights import default_models_dir
-from bmpipe.report.spreadsheet import SafeWriter
 from bmpipe.resolution import Mpp
-from bmpipe.train.cell_data import image_files
+
+if TYPE_CHECKING:
+    from bmpipe.nn.cell_classifier import CellClassifier
 
 log = logging.getLogger(__name__)
 
 
 def _inputs(items: list[Path]) -> tuple[list[Path], int]:
     """Image files named or found under the given folders, and how many arguments could not be used."""
+    from bmpipe.datasets.cell_data import image_files
+
     files, bad = [], 0
     for item in items:
         try:
@@ -41,6 +43,8 @@ def _inputs(items: list[Path]) -> tuple[list[Path], int]:
 
 def classify_files(clf: CellClassifier, files: list[Path], mpp: Mpp | None, out: Path, batch_size: int) -> int:
     """Write ``image,label,score,p_<code>...`` for every usable file; returns how many could not be used."""
+    from bmpipe.report.spreadsheet import SafeWriter
+
     failed = 0
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:
@@ -67,6 +71,9 @@ def _mpp(text: str) -> Mpp:
 
 
 def _classify(args: argparse.Namespace) -> int:
+    from bmpipe.nn.cell_classifier import CellClassifier
+    from bmpipe.nn.weights import default_models_dir
+
     files, bad = _inputs(args.images)
     clf = CellClassifier.load(args.models or default_models_dir())
     failed = classify_files(clf, files, args.mpp, args.out, args.batch_size)

@@ -16,7 +16,7 @@ DEMO_SLIDE = {"cells": 1500, "blast_pct": 8.0, "seed": 2026}
 
 def settings_from(args: argparse.Namespace):
     """The flows' settings from ``run``'s arguments (``demo`` sets those it has no option for)."""
-    from flows.slide import RunSettings
+    from bmpipe.flows.slide import RunSettings
 
     return RunSettings(
         out_dir=args.out, mpp=args.mpp, regions=args.regions, models_dir=args.models, device=args.device,
@@ -27,7 +27,7 @@ def settings_from(args: argparse.Namespace):
 
 def show_progress() -> ExitStack:
     """A progress bar per slide while inside, when a person watches a terminal; nothing otherwise."""
-    from flows import progress
+    from bmpipe.flows import progress
 
     stack = ExitStack()
     if sys.stderr.isatty():
@@ -36,8 +36,8 @@ def show_progress() -> ExitStack:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from flows.batch import analyse_batch, task_runner
-    from flows.gpu import free_orphaned_slots
+    from bmpipe.flows.batch import analyse_batch, task_runner
+    from bmpipe.flows.gpu import free_orphaned_slots
 
     settings = settings_from(args)
     free_orphaned_slots()
@@ -55,8 +55,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from bmpipe.flows.resume import make_out_dir
     from bmpipe.phantom import make_slide
-    from flows.resume import make_out_dir
 
     make_out_dir(args.out)
 

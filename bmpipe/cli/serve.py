@@ -31,8 +31,8 @@ def _serve(args: argparse.Namespace) -> int:
     # bmpipe's own log lines (slides opened, cells counted, failures) go to the Prefect UI with the flow's.
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "bmpipe,flows")
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")  # lines logged between runs
-    from flows.gpu import free_orphaned_slots
-    from flows.inbox import inbox_deployment, process_inbox
+    from bmpipe.flows.gpu import free_orphaned_slots
+    from bmpipe.flows.inbox import inbox_deployment, process_inbox
 
     if not args.inbox.is_dir():
         from bmpipe.errors import InputError

@@ -23,14 +23,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from bmpipe.datasets import cell_data
+from bmpipe.datasets.catalog import DATASETS, data_root
+from bmpipe.datasets.cell_data import CropSet
 from bmpipe.errors import InputError
 from bmpipe.nn.cell_classifier import GRANULE_CODES, UNIDENTIFIED_CODE, CellClassifier, granule_grade
 from bmpipe.nn.weights import default_models_dir
 from bmpipe.resolution import Mpp
 from bmpipe.taxonomy import load_taxonomy
-from bmpipe.train import cell_data
-from bmpipe.train.cell_data import CropSet
-from bmpipe.train.datasets import DATASETS, data_root
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 ``bmpipe evaluate detector [--detector yolo|unet]`` runs :func:`main`. The held-out sets are those the
 trainers never train on: TXL-PBC's own ``val`` split, fixed-seed splits of BCCD and SegPC (the same splits
-``bmpipe.train.detector_data`` trains on the rest of), phantom fields drawn with another seed, and a phantom
+``bmpipe.datasets.detector_data`` trains on the rest of), phantom fields drawn with another seed, and a phantom
 slide read whole through the detection stage (tiles, overlap, merge) to count cells found twice at tile
 borders. Box matching follows ``shared/tools/eval_detect.py``, and the detection CSVs are kept in the work
 folder so that scorer can be run on them too. The trainers call the same functions for their model cards.
@@ -25,19 +25,20 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from bmpipe.datasets import detector_data as dd
+from bmpipe.datasets.catalog import DATASETS
 from bmpipe.imaging.boxes import iou_matrix
 from bmpipe.imaging.image_files import read_rgb
+from bmpipe.imaging.rescale import rescale
+from bmpipe.nn.detector import Detector
 from bmpipe.resolution import Mpp
-from bmpipe.stages.detect import Detector
-from bmpipe.train import detector_data as dd
-from bmpipe.train.datasets import DATASETS
 
 log = logging.getLogger(__name__)
 
 def detect_image(detector: Detector, image: np.ndarray, mpp: Mpp) -> tuple[np.ndarray, np.ndarray]:
     """Boxes (in ``image`` pixels) and scores of one RGB image at ``mpp``, resampled to the detector's."""
     scale = 1.0 / mpp.factor_to(detector.mpp)
-    small = dd.resize(image, scale)
+    small = rescale(image, scale)
     boxes, scores = detector.detect(small[None])[0]
     sy, sx = image.shape[0] / small.shape[0], image.shape[1] / small.shape[1]
     return boxes * np.array([sx, sy, sx, sy]), scores
@@ -148,12 +149,12 @@ def segpc_val_fields(seed: int) -> list[Field]:
 
 def phantom_val_fields(folder: Path, mpp: Mpp) -> list[Field]:
     return [
-        Field(p, mpp, truth_boxes=lambda m=folder / "masks" / f"{p.stem}.png": instance_boxes(m))
+        Field(p, mpp, truth_boxes=lambda m=folder / "masks" / f"{p.stem}.png": mask_boxes(m))
         for p in dd.images_in(folder / "images")
     ]
 
 
-def instance_boxes(mask_path: Path) -> np.ndarray:
+def mask_boxes(mask_path: Path) -> np.ndarray:
     """Bounding boxes (x1/y1 exclusive) of the nucleated-cell instances in a phantom mask."""
     return dd.instance_boxes(dd.read_instances(mask_path)[0])
 
@@ -298,12 +299,6 @@ def target_rows(metrics: dict[str, dict[str, float]]) -> list[tuple[str, str, st
     return rows
 
 
-def load_detector(kind: str, models: Path | None, device: str | None) -> Detector:
-    from bmpipe.models import load_detector as load
-
-    return load(kind, models, device)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bmpipe evaluate detector", description=__doc__.splitlines()[0])
     p.add_argument("--detector", choices=("yolo", "unet"), default="unet")
@@ -314,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-slide", action="store_true", help="skip the phantom-slide tile-border check")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    from bmpipe.models import load_detector
+
     detector = load_detector(a.detector, a.models, a.device)
     metrics = benchmark(detector, a.work, slide=not a.no_slide)
     record = detector.record

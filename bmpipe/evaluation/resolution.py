@@ -1,7 +1,7 @@
 """``bmpipe evaluate resolution``: µm/px measured on red cells against the known value of each real set.
 
 Each real set's resolution was measured independently (PBC and BCCD from their red cells at calibration,
-SegPC from its burnt-in scale bar, TXL-PBC per field size; ``bmpipe.train.datasets``), and each phantom
+SegPC from its burnt-in scale bar, TXL-PBC per field size; ``bmpipe.datasets.catalog``), and each phantom
 slide is drawn at a chosen one. The target is every estimate within 10% of the known value.
 """
 
@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from bmpipe.datasets.catalog import data_root
+from bmpipe.datasets.detector_data import TXL_PBC_MPP, segpc_mpp
 from bmpipe.imaging.image_files import read_rgb
 from bmpipe.imaging.red_cells import MppEstimate, estimate_mpp, red_cell_diameters
 from bmpipe.resolution import Mpp
 from bmpipe.slide import open_slide
 from bmpipe.stages.calibrate import measure_mpp
-from bmpipe.train.datasets import data_root
-from bmpipe.train.detector_data import TXL_PBC_MPP, segpc_mpp
 
 TARGET = 0.10
 

@@ -28,13 +28,13 @@ from typing import Any
 import cv2
 import numpy as np
 
+from bmpipe.datasets import cell_data
+from bmpipe.datasets.catalog import DATASETS, data_root
+from bmpipe.datasets.detector_data import voc_boxes
 from bmpipe.evaluation.classifier import PBC_GROUPS, Target, class_report, evaluate_pbc_groups, pbc_group
 from bmpipe.imaging.image_files import read_rgb
 from bmpipe.nn.cell_classifier import CROP_PX, CellClassifier, single_cell_crop
 from bmpipe.resolution import Mpp
-from bmpipe.train import cell_data
-from bmpipe.train.datasets import DATASETS, data_root
-from bmpipe.train.detector_data import voc_boxes
 
 log = logging.getLogger(__name__)
 

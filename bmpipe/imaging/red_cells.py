@@ -3,7 +3,7 @@
 A normal erythrocyte's diameter is 7.5 µm (range ~6.7-7.7; Bain, *Blood Cells*, 5th ed., 2015), and in the
 readable monolayer of a marrow or blood smear many lie alone and round. Their median equivalent diameter in
 pixels therefore gives µm/px to a few per cent, from the image alone: the rule bmpipe used to calibrate its
-real training sets (``bmpipe.train.datasets``), here as a function a run can use (``--mpp auto``) and check
+real training sets (``bmpipe.datasets.catalog``), here as a function a run can use (``--mpp auto``) and check
 every slide's stated resolution against.
 
 A red cell is a dark (Otsu on green, nuclei left out) connected region that is not purple (no nucleus), does not touch the

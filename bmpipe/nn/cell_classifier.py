@@ -20,6 +20,7 @@ from torch import nn
 
 from bmpipe.errors import InputError, ModelError
 from bmpipe.imaging.image_files import read_rgb
+from bmpipe.imaging.rescale import rescale
 from bmpipe.nn.fusion import fuse_batchnorm
 from bmpipe.nn.stain import StainCheck
 from bmpipe.nn.weights import ModelRecord, default_models_dir, load_weights
@@ -170,10 +171,7 @@ def image_mpp(path: Path, given: Mpp | None) -> Mpp:
 def resample(image: np.ndarray, src: Mpp, dst: Mpp = CLASSIFIER_MPP) -> np.ndarray:
     """Rescale ``image`` from ``src`` to ``dst`` µm/px; area averaging when shrinking so granules do not alias."""
     f = src.um_per_px / dst.um_per_px
-    if abs(f - 1) < 1e-3:
-        return image
-    interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
-    return cv2.resize(image, None, fx=f, fy=f, interpolation=interp)
+    return image if abs(f - 1) < 1e-3 else rescale(image, f)
 
 
 def crop_centred(image: np.ndarray, cx: float, cy: float, size: int) -> np.ndarray:

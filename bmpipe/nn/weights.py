@@ -27,9 +27,13 @@ MANIFEST_KEYS = ("file", "version", "sha256")
 
 
 def default_models_dir() -> Path:
-    """``$BMPIPE_MODELS`` or the repository's ``models/`` folder (beside the ``bmpipe`` package)."""
+    """``$BMPIPE_MODELS``; else the weights installed with the package (``bmpipe/shipped_models``, package data
+    of a regular install); else the checkout's ``models/`` folder (a source tree, or an editable install)."""
     env = os.environ.get("BMPIPE_MODELS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "models"
+    if env:
+        return Path(env)
+    installed = Path(__file__).resolve().parents[1] / "shipped_models"
+    return installed if installed.is_dir() else Path(__file__).resolve().parents[2] / "models"
 
 
 def sha256_of(path: Path) -> str:

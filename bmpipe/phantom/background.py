@@ -13,10 +13,10 @@ from functools import lru_cache
 
 import numpy as np
 
-from bmpipe.phantom import texture
 from bmpipe.phantom.cell import CellSpec, plan_cell
 from bmpipe.phantom.geometry import random_harmonics, soft, wobble
 from bmpipe.phantom.palette import OD, compose
+from bmpipe.phantom.texture import MIN_SIGMA_PX, blur
 from bmpipe.resolution import Mpp
 
 #: Red-cell diameter on a smear (µm): 7.3 µm measured on PBC at 0.1 µm/px (median of isolated cells), the
@@ -54,7 +54,7 @@ def draw_rbc(rng: np.random.Generator, mpp: Mpp, flat: bool, blur_um: float, hal
     cover = soft(rim - r, max(0.8 * u, 0.2))
     gain = rng.uniform(0.9, 1.1) * (0.8 if flat else 1.0)
     od = (cover * thickness * gain)[..., None] * OD["rbc"]
-    return texture.blur(od.astype(np.float32), blur_um / u) if blur_um > 0 else od.astype(np.float32)
+    return blur(od.astype(np.float32), blur_um / u) if blur_um > 0 else od.astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ class Textures:
         acc = np.zeros((p, p))
         n = rng.poisson(0.012 * (p * u) ** 2)  # specks per µm² of film
         np.add.at(acc, (rng.integers(0, p, n), rng.integers(0, p, n)), rng.uniform(0.3, 1.0, n))
-        sigma = max(0.25 / u, texture.MIN_SIGMA_PX)
+        sigma = max(0.25 / u, MIN_SIGMA_PX)
         specks = _periodic_blur(acc, sigma) * (2 * np.pi * (0.25 / u) ** 2)
         noise = rng.standard_normal((p, p, 3), dtype=np.float32)
         return cls(mottle.astype(np.float32), specks.astype(np.float32), noise)

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bmpipe.phantom import texture
 from bmpipe.phantom.geometry import (
     THETA,
     Disc,
@@ -26,6 +25,7 @@ from bmpipe.phantom.geometry import (
 )
 from bmpipe.phantom.morphology import DYSPLASTIC_GRADE, GRADED, GRANULE_FRACTION, MORPHOLOGY, Morph, morph_for
 from bmpipe.phantom.palette import OD, Stain, compose
+from bmpipe.phantom.texture import blur, field, splat
 from bmpipe.resolution import Mpp
 
 #: Chromatin texture recipes (lengths in µm). Condensed chromatin is dark with small pale gaps of
@@ -320,13 +320,13 @@ def _chromatin(rng: np.random.Generator, kind: str, shape: tuple[int, int], u: f
     t = TEXTURES[kind]
     if kind == "smudge":  # smeared chromatin: a basket of crossing strands, one direction dominant
         w = rng.uniform(0.55, 0.85)
-        fine = w * texture.field(rng, shape, (t["sigma"] * 3, t["sigma"]), u) \
-            + (1 - w) * texture.field(rng, shape, (t["sigma"], t["sigma"] * 3), u)
+        fine = w * field(rng, shape, (t["sigma"] * 3, t["sigma"]), u) \
+            + (1 - w) * field(rng, shape, (t["sigma"], t["sigma"] * 3), u)
     else:
-        fine = texture.field(rng, shape, t["sigma"], u)
-    out = 1.0 + t["stipple"] * fine + t["coarse"] * texture.field(rng, shape, t["coarse_sigma"], u)
+        fine = field(rng, shape, t["sigma"], u)
+    out = 1.0 + t["stipple"] * fine + t["coarse"] * field(rng, shape, t["coarse_sigma"], u)
     if t["holes"] > 0:  # pale parachromatin specks, ~0.4 µm across
-        specks = texture.field(rng, shape, 0.12, u)
+        specks = field(rng, shape, 0.12, u)
         out -= t["holes"] * np.clip(specks - t["threshold"], 0.0, 1.5)
     return out
 
@@ -376,9 +376,9 @@ def draw_cell(spec: CellSpec, mpp: Mpp, blur_um: float = 0.0) -> Sprite:
     if m.cytoplasm is not None:
         # Thicker in the middle of the cell than at its flattened rim; a little mottling.
         depth = np.clip((rim - r) / (0.3 * rim + 1e-3), 0.0, 1.0)
-        cyto = cell * (0.78 + 0.22 * depth) * (1.0 + 0.07 * texture.field(rng, shape, 0.8, u))
+        cyto = cell * (0.78 + 0.22 * depth) * (1.0 + 0.07 * field(rng, shape, 0.8, u))
         if spec.hof is not None:
-            cyto *= 1.0 - m.hof * texture.blur(coverage_in(shape, spec.hof, x, y, edge), 0.6 / u)
+            cyto *= 1.0 - m.hof * blur(coverage_in(shape, spec.hof, x, y, edge), 0.6 / u)
         for vac in spec.vacuoles:
             cyto *= 1.0 - 0.85 * coverage_in(shape, vac, x, y, edge)
         layers.append((cyto * (1.0 - 0.55 * nuc), OD[m.cytoplasm] * spec.cyto_scale))
@@ -388,7 +388,7 @@ def draw_cell(spec: CellSpec, mpp: Mpp, blur_um: float = 0.0) -> Sprite:
         tex = np.clip(_chromatin(rng, m.texture, shape, u), 0.15, None)
         rim_gain = TEXTURES[m.texture]["rim"]
         if rim_gain > 0:
-            tex *= 1.0 + rim_gain * np.clip(2.0 * (nuc - texture.blur(nuc, 0.3 / u)), 0.0, 1.0)
+            tex *= 1.0 + rim_gain * np.clip(2.0 * (nuc - blur(nuc, 0.3 / u)), 0.0, 1.0)
         if spec.nucleoli:  # nucleoli: pale, bluish, sharply bounded
             spots = np.zeros(shape, np.float32)
             for nl in spec.nucleoli:
@@ -415,7 +415,7 @@ def draw_cell(spec: CellSpec, mpp: Mpp, blur_um: float = 0.0) -> Sprite:
         keep = region[np.rint(gy).astype(int), np.rint(gx).astype(int)] > rng.random(n)
         # Each granule is drawn denser than its cap, then capped: flat-topped, sharply bounded beads.
         weights = g.peak_od * rng.uniform(0.8, 2.2, int(keep.sum()))
-        blobs = texture.splat(shape, gy[keep], gx[keep], weights, g.size_um, u)
+        blobs = splat(shape, gy[keep], gx[keep], weights, g.size_um, u)
         layers.append((g.peak_od * np.tanh(blobs / g.peak_od) * region, OD[g.colour]))
 
     if spec.rods:  # Auer rods: sharp, dense needles; they lie in the cytoplasm, over the nucleus too
@@ -427,7 +427,7 @@ def draw_cell(spec: CellSpec, mpp: Mpp, blur_um: float = 0.0) -> Sprite:
     od = compose(layers) if layers else np.zeros((h, w, 3), np.float32)
     od *= np.float32(spec.fade)
     if blur_um > 0:
-        od = texture.blur(od, blur_um / u)
+        od = blur(od, blur_um / u)
     return Sprite(od=od, mask=cell >= 0.5, nucleus=nuc >= 0.5, ox=ox, oy=oy)
 
 

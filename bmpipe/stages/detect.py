@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
@@ -18,6 +17,7 @@ from bmpipe.errors import InputError
 from bmpipe.imaging.boxes import iou_matrix
 from bmpipe.imaging.quality import FocusGate, QualityThresholds, TileQuality, tile_focus
 from bmpipe.imaging.tiles import Tile, tile_grid
+from bmpipe.nn.detector import Detector
 from bmpipe.records import Cells
 from bmpipe.resolution import Mpp
 from bmpipe.slide import Slide
@@ -26,15 +26,6 @@ from bmpipe.stages.reading import DEFAULT_WORKERS, SlideReaders
 from bmpipe.stages.regions import SmearMap
 
 log = logging.getLogger(__name__)
-
-
-class Detector(Protocol):
-    """What the detection stage needs of a model: its resolution and a batched tile detector."""
-
-    mpp: Mpp
-    tile_size: int
-
-    def detect(self, tiles: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]: ...
 
 
 @dataclass

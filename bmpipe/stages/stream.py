@@ -18,11 +18,12 @@ from concurrent.futures import Future
 import numpy as np
 
 from bmpipe.imaging.quality import QualityThresholds
+from bmpipe.nn.detector import Detector
 from bmpipe.records import Cells
 from bmpipe.slide import Slide
 from bmpipe.stages.batching import BatchBuffer, StageClock
 from bmpipe.stages.classify import Classifier, labelled, read_crops
-from bmpipe.stages.detect import Detector, TileStats, detected_tiles
+from bmpipe.stages.detect import TileStats, detected_tiles
 from bmpipe.stages.reading import DEFAULT_WORKERS, SlideReaders
 from bmpipe.stages.regions import SmearMap
 from bmpipe.taxonomy import load_taxonomy

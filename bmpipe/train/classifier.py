@@ -30,6 +30,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bmpipe.datasets import cell_data
+from bmpipe.datasets.catalog import DATASETS
+from bmpipe.datasets.cell_data import CropSet
 from bmpipe.errors import InputError
 from bmpipe.evaluation.classifier import evaluate, format_metrics, speed_on_pbc
 from bmpipe.evaluation.transfer import evaluate_transfer, format_transfer, write_transfer
@@ -46,9 +49,7 @@ from bmpipe.nn.weights import ModelRecord, default_models_dir, save_model
 from bmpipe.process_memory import peak_rss
 from bmpipe.resolution import Mpp
 from bmpipe.taxonomy import load_taxonomy
-from bmpipe.train import cell_data
-from bmpipe.train.cell_data import Augment, CropSet
-from bmpipe.train.datasets import DATASETS
+from bmpipe.train.augment import Augment
 
 log = logging.getLogger(__name__)
 

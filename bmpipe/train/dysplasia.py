@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from bmpipe.criteria import load_criteria
+from bmpipe.datasets.cell_data import centre_crops, held_out, store_crops
 from bmpipe.errors import InputError
 from bmpipe.evaluation.classifier import grade_agreement
 from bmpipe.nn.cell_classifier import (
@@ -46,7 +47,7 @@ from bmpipe.nn.cell_classifier import (
 )
 from bmpipe.nn.weights import ModelRecord, default_models_dir, save_model
 from bmpipe.resolution import Mpp
-from bmpipe.train.cell_data import Augment, centre_crops, held_out, store_crops
+from bmpipe.train.augment import Augment
 
 log = logging.getLogger(__name__)
 

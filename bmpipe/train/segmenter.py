@@ -20,12 +20,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bmpipe.datasets import detector_data as dd
+from bmpipe.datasets.catalog import DATASETS
 from bmpipe.evaluation.detector import metric_rows, throughput, validation
 from bmpipe.nn.unet_detector import DEFAULT_CONFIG, NAME, UnetDetector, build_network, to_input
 from bmpipe.nn.weights import ModelRecord, default_models_dir, save_model
 from bmpipe.resolution import Mpp
-from bmpipe.train import detector_data as dd
-from bmpipe.train.datasets import DATASETS
 
 log = logging.getLogger(__name__)
 

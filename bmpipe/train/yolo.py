@@ -29,13 +29,14 @@ import numpy as np
 import torch
 import yaml
 
+from bmpipe.datasets import detector_data as dd
+from bmpipe.datasets.catalog import DATASETS
 from bmpipe.imaging.image_files import read_rgb
+from bmpipe.imaging.rescale import rescale
 from bmpipe.nn.weights import ModelRecord, default_models_dir, load_weights, save_model
 from bmpipe.nn.yolo_detector import DEFAULT_CONFIG, DETECTOR_MPP, NAME, build_network
 from bmpipe.resolution import Mpp
 from bmpipe.slide import images_in
-from bmpipe.train import detector_data as dd
-from bmpipe.train.datasets import DATASETS
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def box_fields(paths_boxes: Iterator[tuple[Path, Mpp, np.ndarray]]) -> Iterator[
     """(name, image, boxes) resampled to the detector's µm/px from files with boxes in file pixels."""
     for path, mpp, boxes in paths_boxes:
         scale = 1.0 / mpp.factor_to(DETECTOR_MPP)
-        yield path.stem, dd.resize(read_rgb(path), scale), boxes * scale
+        yield path.stem, rescale(read_rgb(path), scale), boxes * scale
 
 
 def segpc_canvases(paths: list[Path], size: int) -> Iterator[Canvas]:
@@ -378,7 +379,7 @@ other sizes, which would change the cells' size): small blood-smear fields packe
 Training images (and boxes) per source: {data}.
 
 Resolutions used (none is stated by its data set): TXL-PBC by field size (height×width: µm/px) {txl};
-BCCD {bccd}; SegPC by letterbox height (rows: µm/px) {segpc} (see `bmpipe.train.detector_data`).
+BCCD {bccd}; SegPC by letterbox height (rows: µm/px) {segpc} (see `bmpipe.datasets.detector_data`).
 
 Training: ultralytics `DetectionTrainer`, {epochs} epochs of batch {batch} at imgsz {imgsz} in
 {minutes:.1f} min on {threads} CPU threads (wall-time cap), SGD/AdamW as ultralytics' `optimizer=auto`

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 from scipy import ndimage as ndi
 
+from bmpipe.datasets.catalog import DATASETS, data_root
+from bmpipe.datasets.crop_store import ImageFiles, LazyCrops, stored_crop
 from bmpipe.errors import InputError
 from bmpipe.imaging.image_files import read_rgb
 from bmpipe.nn.cell_classifier import (
@@ -40,8 +40,6 @@ from bmpipe.slide.resample import best_reduction
 from bmpipe.slide.resample import resample as resample_as_read
 from bmpipe.slide.tiff_backend import JPEG_REDUCTIONS, decode_jpeg
 from bmpipe.taxonomy import load_taxonomy
-from bmpipe.train.crop_store import ImageFiles, LazyCrops, stored_crop
-from bmpipe.train.datasets import DATASETS, data_root
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +252,7 @@ def _field_crops(image: np.ndarray, mpp: Mpp, centres: list[tuple[float, float]]
 
 def load_segpc(root: Path | None = None) -> tuple[CropSet, CropSet]:
     """(train, held-out) plasma-cell crops cut around SegPC mask blobs; split by field, not by cell."""
-    from bmpipe.train.detector_data import segpc_mpp
+    from bmpipe.datasets.detector_data import segpc_mpp
 
     root = root or DATASETS["segpc"].path
     cells, merged = _segpc_plasma_cells(root)
@@ -288,11 +286,11 @@ def load_segpc_others(root: Path | None = None, models_dir: Path | None = None) 
     "marrow-looking" is not "plasma cell". SegPC leaves some plasma cells unmasked, so a few of them are
     plasma cells after all (training trusts them only below ``NEGATIVE_TRUST``). Split by field as
     :func:`load_segpc` splits, so a held-out field's cells are on one side together."""
+    from bmpipe.datasets.detector_data import segpc_mpp
     from bmpipe.models import load_detector
     from bmpipe.slide import open_slide
     from bmpipe.stages.detect import detect_cells
     from bmpipe.stages.regions import whole_field
-    from bmpipe.train.detector_data import segpc_mpp
 
     root = root or DATASETS["segpc"].path
     plasma, _ = _segpc_plasma_cells(root)
@@ -465,97 +463,3 @@ def load_phantom(n_per_code: int, seed: int, codes: Iterable[str] | None = None)
         np.where(scored, np.asarray(dysplastic, bool).astype(np.int8), -1).astype(np.int8),
         np.where(np.asarray(grades) >= 0, np.clip(grades, 0, 3), -1).astype(np.int8),  # phantom says which
     )
-
-
-@dataclass(frozen=True)
-class Augment:
-    """Batched training augmentation, on tensors (one pass per batch, no worker processes on 2 cores).
-
-    Wide on purpose: every class must be recognised under any lab's look, not only the look of the source it
-    was learned from (PBC's CellaVision, SegPC's camera, the phantom's renderer).
-    Geometry: any rotation, flips, scale ±20 % (a lab's stated µm/px is often that far off, and cells spread
-    more in a thin smear), a shift of a few pixels (detector centring error).
-    Colour: stain jitter in optical density (how Giemsa batches and staining times differ), hue ±45° and
-    saturation (a nucleus is navy under one lab's stain and violet under another's; some crops lose their
-    colour altogether, so shape and texture must carry the class), brightness/contrast and gamma (camera and
-    lamp); then blur up to a defocused 1000× photograph, and sensor noise.
-    """
-
-    out_px: int = CROP_PX
-    scale: float = 0.20
-    shift_px: float = 4.0
-    stain: float = 0.15
-    hue: float = 0.25
-    saturation: float = 0.45
-    grey_p: float = 0.15
-    brightness: float = 0.15
-    contrast: float = 0.40
-    gamma: float = 0.35
-    blur_p: float = 0.5
-    blur_max: float = 3.0
-    noise: float = 6.0
-
-    def __call__(self, images: np.ndarray, gen: torch.Generator) -> torch.Tensor:
-        """uint8 (B, S, S, 3) → float (B, 3, out_px, out_px) in 0-255."""
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
-        b, _, s, _ = x.shape
-        x = self._geometry(x, gen, s)
-        x = self._stain(x, gen)
-        x = self._blur(x, gen)
-        x = x + torch.randn(x.shape, generator=gen) * self.noise * torch.rand(b, 1, 1, 1, generator=gen)
-        return x.clamp_(0, 255)
-
-    def _u(self, gen: torch.Generator, *shape: int, lo: float = -1.0, hi: float = 1.0) -> torch.Tensor:
-        return lo + (hi - lo) * torch.rand(shape, generator=gen)
-
-    def _geometry(self, x: torch.Tensor, gen: torch.Generator, s: int) -> torch.Tensor:
-        b = x.shape[0]
-        angle = self._u(gen, b, lo=0.0, hi=2 * np.pi)
-        zoom = (self.out_px / s) * (1 + self.scale * self._u(gen, b))
-        flip = torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0)
-        cos, sin = torch.cos(angle) * zoom, torch.sin(angle) * zoom
-        shift = self._u(gen, b, 2) * self.shift_px * 2 / s
-        theta = torch.stack(
-            [torch.stack([cos * flip, -sin, shift[:, 0]], 1), torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1
-        )
-        grid = F.affine_grid(theta, [b, 3, self.out_px, self.out_px], align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-
-    def _stain(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        b = x.shape[0]
-        od = -torch.log((x + 1) / 256)
-        mix = torch.eye(3) + self.stain * torch.randn(b, 3, 3, generator=gen)
-        x = 256 * torch.exp(-torch.einsum("bchw,bcd->bdhw", od, mix)) - 1
-        # hue rotation and saturation scaling in YIQ (linear, so one matrix per image)
-        a = self.hue * np.pi * self._u(gen, b)
-        sat = 1 + self.saturation * self._u(gen, b)
-        sat = torch.where(torch.rand(b, generator=gen) < self.grey_p, 0.0, sat)  # some labs' look: no colour to go on
-        rot = torch.zeros(b, 3, 3)
-        rot[:, 0, 0] = 1
-        rot[:, 1, 1], rot[:, 1, 2] = torch.cos(a) * sat, -torch.sin(a) * sat
-        rot[:, 2, 1], rot[:, 2, 2] = torch.sin(a) * sat, torch.cos(a) * sat
-        m = _YIQ_INV @ rot @ _YIQ
-        x = torch.einsum("bdc,bchw->bdhw", m, x)
-        mean = x.mean((1, 2, 3), keepdim=True)
-        contrast = 1 + self.contrast * self._u(gen, b, 1, 1, 1)
-        bright = 255 * self.brightness * self._u(gen, b, 1, 1, 1)
-        x = ((x - mean) * contrast + mean + bright).clamp(0, 255)
-        gamma = torch.exp(self.gamma * self._u(gen, b, 1, 1, 1))
-        return 255 * (x / 255) ** gamma
-
-    def _blur(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        b = x.shape[0]
-        sigma = torch.where(torch.rand(b, generator=gen) < self.blur_p,
-                            self._u(gen, b, lo=0.4, hi=self.blur_max), 0.01)
-        radius = int(np.ceil(2.5 * self.blur_max))
-        r = torch.arange(-radius, radius + 1, dtype=torch.float32)
-        k = torch.exp(-(r[None] ** 2) / (2 * sigma[:, None] ** 2))
-        k = (k / k.sum(1, keepdim=True)).repeat_interleave(3, 0)  # (3B, 2 radius + 1)
-        y = x.reshape(1, 3 * b, *x.shape[2:])
-        y = F.conv2d(F.pad(y, (radius, radius, 0, 0), mode="reflect"), k[:, None, None, :], groups=3 * b)
-        y = F.conv2d(F.pad(y, (0, 0, radius, radius), mode="reflect"), k[:, None, :, None], groups=3 * b)
-        return y.reshape_as(x)
-
-
-_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-_YIQ_INV = torch.linalg.inv(_YIQ)

@@ -47,7 +47,7 @@ DATASETS = {
             "median equivalent diameter ~71 px of isolated round red cells (the pbc rule) taken as 7.5 µm; true "
             "of its 360×363 (PBC) and 416×416 fields only: it merges sources whose fields differ, 575×575 "
             "~0.062 (red cells ~121 px), 640×480 (= BCCD fields) ~0.083 (per-size values in "
-            "bmpipe.train.detector_data.TXL_PBC_MPP)",
+            "bmpipe.datasets.detector_data.TXL_PBC_MPP)",
             "MIT",
         ),
         RealDataset(
@@ -60,7 +60,7 @@ DATASETS = {
             "segpc", "segpc/train", Mpp(0.185),
             "burnt-in 10 µm scale bar ~54 px long on the 263 fields letterboxed with 60 rows (red cells there "
             "~40-45 px); the 35 fields with 64 rows of letterbox (ids 106-606, no bar) are ~0.23, from "
-            "plasma-cell and red-cell size (per-field values in bmpipe.train.detector_data)",
+            "plasma-cell and red-cell size (per-field values in bmpipe.datasets.detector_data)",
             "CC BY-NC-SA 4.0",
         ),
     )

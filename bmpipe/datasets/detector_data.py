@@ -30,12 +30,13 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from bmpipe.datasets.catalog import DATASETS
 from bmpipe.errors import InputError
 from bmpipe.imaging.image_files import read_rgb
+from bmpipe.imaging.rescale import rescale
 from bmpipe.nn.unet_detector import DETECTOR_MPP
 from bmpipe.resolution import Mpp
 from bmpipe.slide import images_in
-from bmpipe.train.datasets import DATASETS
 
 log = logging.getLogger(__name__)
 
@@ -67,17 +68,6 @@ class Sample:
     marker: np.ndarray  # (H, W) float32 in [0, 1]: distance to the cell's edge / its largest value
     fg_weight: np.ndarray  # (H, W) uint8: 0 where the foreground truth is unknown
     marker_weight: np.ndarray  # (H, W) uint8: 0 where the marker truth is unknown
-
-
-def resize(image: np.ndarray, scale: float, nearest: bool = False) -> np.ndarray:
-    """``image`` scaled by ``scale``; area averaging when shrinking so fine texture does not alias."""
-    h, w = image.shape[:2]
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    if nearest:
-        mode = cv2.INTER_NEAREST
-    else:
-        mode = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    return cv2.resize(image, size, interpolation=mode)
 
 
 def marker_of(instances: np.ndarray) -> np.ndarray:
@@ -194,7 +184,7 @@ def ellipses(shape: tuple[int, int], boxes: np.ndarray) -> np.ndarray:
 def sample_from_boxes(name: str, source: str, path: Path, mpp: Mpp, boxes: np.ndarray) -> Sample:
     """A Sample from an image file and its white-cell boxes in file pixels."""
     scale = 1.0 / mpp.factor_to(DETECTOR_MPP)
-    image = resize(read_rgb(path), scale)
+    image = rescale(read_rgb(path), scale)
     inst = ellipses(image.shape[:2], np.asarray(boxes, np.float64).reshape(-1, 4) * scale)
     return sample_from_instances(name, source, image, inst)
 
@@ -326,8 +316,8 @@ def segpc_instances(paths: list[Path]) -> Iterator[tuple[Path, np.ndarray, np.nd
     for path in paths:
         raw = read_rgb(path)
         scale = 1.0 / segpc_mpp(raw).factor_to(DETECTOR_MPP)
-        image = resize(raw, scale)
-        mask = resize(binary_mask(masks / path.name).astype(np.float32), scale) > 0.5
+        image = rescale(raw, scale)
+        mask = rescale(binary_mask(masks / path.name).astype(np.float32), scale) > 0.5
         inst, _ = ndimage.label(mask)
         yield path, image, inst
 
@@ -366,8 +356,8 @@ def folder_instances(
         if path.stem not in mask_by_stem:
             raise InputError(path, f"has no mask of the same name in {masks}")
         inst, exact = read_instances(mask_by_stem[path.stem])
-        image = resize(read_rgb(path), scale)
-        yield path, image, resize(inst, scale, nearest=True), exact
+        image = rescale(read_rgb(path), scale)
+        yield path, image, rescale(inst, scale, nearest=True), exact
 
 
 def folder_samples(images: Path, masks: Path, mpp: Mpp, source: str) -> Iterator[Sample]:
