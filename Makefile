@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: demo test env lint clean
+.PHONY: demo test test-fast env lint clean
 
 env: $(STAMP)
 
@@ -26,6 +26,10 @@ test: $(STAMP)
 	    apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || \
 	  echo "chromium not found and not installable here: tests/test_report_browser.py will be skipped"
 	YOLO_OFFLINE=1 PREFECT_HOME=$$(mktemp -d) $(VENV)/bin/python -m pytest -q
+
+# Everyday work: the tests not marked slow (no end-to-end runs of the flow, no wheel build), in about 2 minutes.
+test-fast: $(STAMP)
+	YOLO_OFFLINE=1 PREFECT_HOME=$$(mktemp -d) $(VENV)/bin/python -m pytest -q -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check bmpipe flows tests

@@ -56,8 +56,8 @@ def train_on_tree(tree: Path, scratch: Path, steps: int, batch_size: int, thread
     work = scratch / f"work-{tree.name}"
     argv = [sys.executable, "-m", "bmpipe.train.classifier", "--data", str(tree), "--mpp", str(TREE_MPP),
             "--no-builtin", "--no-phantom", "--no-transfer", "--steps", str(steps), "--batch-size", str(batch_size),
-            "--threads", str(threads), "--models-dir", str(scratch / f"models-{tree.name}"), "--work", str(work),
-            "--version", "bench"]
+            "--threads", str(threads), "--models", str(scratch / f"models-{tree.name}"), "--out", str(work),
+            "--model-version", "bench"]
     t0 = time.monotonic()
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     record = json.loads((work / "training.json").read_text())

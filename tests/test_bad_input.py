@@ -25,9 +25,11 @@ from bmpipe.phantom import make_slide
 from bmpipe.resolution import Mpp
 from bmpipe.slide import open_slide, write_pyramidal_tiff
 
-pytestmark = pytest.mark.skipif(
-    not (default_models_dir() / "detector-unet.safetensors").exists(), reason="shipped detector is absent"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (default_models_dir() / "detector-unet.safetensors").exists(),
+                       reason="shipped detector is absent"),
+]
 
 #: Unreadable files of the shared corpus → what their error line must say.
 SHARED = {

@@ -21,6 +21,7 @@ def reference(tmp_path_factory):
     return reference_run(tmp_path_factory)
 
 
+@pytest.mark.slow
 def test_two_reports_one_failure_and_a_non_zero_exit(reference):
     inbox, out, code = reference
     assert code == 1
@@ -38,6 +39,7 @@ def test_two_reports_one_failure_and_a_non_zero_exit(reference):
     assert not [p for p in out.iterdir() if p.name.startswith(".") and p.is_dir()]  # no staging left
 
 
+@pytest.mark.slow
 def test_run_json_records_the_slide_bytes_models_and_settings(reference):
     inbox, out, _ = reference
     models = json.loads((Path(__file__).parents[1] / "models" / "manifest.json").read_text())
@@ -50,6 +52,7 @@ def test_run_json_records_the_slide_bytes_models_and_settings(reference):
                                       "max_cells": None}
 
 
+@pytest.mark.slow
 def test_each_slide_publishes_its_differential_as_a_markdown_artifact(reference):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
@@ -143,6 +146,7 @@ def test_slides_are_generated_once_per_session(tmp_path_factory):
     assert slide_files(tmp_path_factory) is slide_files(tmp_path_factory)
 
 
+@pytest.mark.slow
 def test_the_slide_flow_runs_on_its_own_with_the_batch_results(reference, tmp_path_factory, tmp_path):
     from bmpipe.flows.slide import RunSettings, analyse_slide
 

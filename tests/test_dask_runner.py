@@ -9,11 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from batch_slides import BROKEN, assert_same_results, make_inbox, reference_run, slide_files
 from prefect_dask import DaskTaskRunner
 
 from bmpipe.cli import main
 from bmpipe.flows.batch import task_runner
+
+#: End-to-end runs of the real flow (minutes): `make test` runs them, `make test-fast` does not.
+pytestmark = pytest.mark.slow
 
 
 def test_a_local_two_worker_dask_cluster_gives_the_same_results(tmp_path_factory, tmp_path):

@@ -35,6 +35,7 @@ def run_log():
         logger.setLevel(level)
 
 
+@pytest.mark.slow
 def test_a_deidentified_run_names_no_patient_anywhere(tmp_path_factory, tmp_path, monkeypatch, run_log, capfd):
     monkeypatch.delenv(KEY_ENV, raising=False)
     inbox = make_inbox(tmp_path / "inbox", {"marrow-a": slide_files(tmp_path_factory)["marrow-a"]}, broken=False,
@@ -63,6 +64,7 @@ def test_a_deidentified_run_names_no_patient_anywhere(tmp_path_factory, tmp_path
     assert not [name for name in FORBIDDEN if name in logs]
 
 
+@pytest.mark.slow
 def test_a_deidentified_single_slide_run_names_no_patient_in_its_logs(tmp_path_factory, tmp_path, monkeypatch,
                                                                      run_log, capfd):
     from bmpipe.flows.slide import RunSettings, analyse_slide

@@ -13,9 +13,11 @@ import pytest
 from bmpipe.cli import main
 from bmpipe.nn.weights import default_models_dir
 
-pytestmark = pytest.mark.skipif(
-    not (default_models_dir() / "detector-unet.safetensors").exists(), reason="shipped detector is absent"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (default_models_dir() / "detector-unet.safetensors").exists(),
+                       reason="shipped detector is absent"),
+]
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "case-fields"
 
 

@@ -14,9 +14,11 @@ from bmpipe.nn.weights import default_models_dir
 from bmpipe.phantom import make_slide
 from bmpipe.phantom.smear import truth_path
 
-pytestmark = pytest.mark.skipif(
-    not (default_models_dir() / "detector-unet.safetensors").exists(), reason="shipped detector is absent"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (default_models_dir() / "detector-unet.safetensors").exists(),
+                       reason="shipped detector is absent"),
+]
 
 #: The demo slide and two more of other seeds at the blast percentages on either side of the WHO ranges.
 SLIDES = {

@@ -24,6 +24,9 @@ from batch_slides import (
 
 from bmpipe.cli import main
 
+#: End-to-end runs of the real flow (minutes): `make test` runs them, `make test-fast` does not.
+pytestmark = pytest.mark.slow
+
 OUTPUTS = {"report.html", "differential.json", "cells.parquet", "cells.geojson", "run.json"}
 POLL_S = 0.1
 PATIENCE_S = 600  # two cores shared by a whole test suite: a slide can take minutes
@@ -53,6 +56,11 @@ def visible_folders(out: Path) -> dict[str, set[str]]:
     return {p.name: {f.name for f in p.iterdir()} for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")}
 
 
+#: When, within half a second of the first outputs appearing, the run is killed: seeded, so every run of the
+#: test kills at the same moments.
+KILL_DELAY = random.Random(20261205)
+
+
 @pytest.fixture(scope="module")
 def killed_mid_slide(tmp_path_factory):
     """A run killed at a random moment while its first slide's outputs are being written (its cell files from
@@ -64,7 +72,7 @@ def killed_mid_slide(tmp_path_factory):
     inbox, out = make_inbox(root / "inbox", slide_files(tmp_path_factory)), root / "out"
     proc = start_run(inbox, out)
     wait_for(proc, lambda: any(out.glob(".marrow-a.*.partial/*")))  # the first slide's outputs are being written
-    time.sleep(random.uniform(0.0, 0.5))
+    time.sleep(KILL_DELAY.uniform(0.0, 0.5))
     kill(proc)
     return inbox, out, visible_folders(out)
 

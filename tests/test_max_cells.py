@@ -58,6 +58,7 @@ def counts(tmp_path_factory):
 
 
 @needs_models
+@pytest.mark.slow
 def test_a_stopped_count_reads_a_part_of_the_tiles_and_reaches_its_cap(counts):
     full, full_stats = counts[None]
     assert full_stats.tiles_read == full_stats.tiles_planned and full.n_counted > 2500
@@ -68,6 +69,7 @@ def test_a_stopped_count_reads_a_part_of_the_tiles_and_reaches_its_cap(counts):
 
 
 @needs_models
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_a_stopped_counts_blast_percentage_holds_the_full_counts_within_its_interval(counts, seed):
     full, _ = counts[None]
@@ -77,6 +79,7 @@ def test_a_stopped_counts_blast_percentage_holds_the_full_counts_within_its_inte
 
 
 @needs_models
+@pytest.mark.slow
 def test_the_report_says_how_many_were_counted_of_about_how_many(demo_slide, tmp_path):
     assert main(["run", str(demo_slide), "--max-cells", "300", "--out", str(tmp_path)]) == 0
     folder = tmp_path / demo_slide.stem

@@ -1,5 +1,6 @@
 """report.html as people see it: opened in headless Chromium, on a phone-sized and a desktop window, and printed."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -48,3 +49,30 @@ def test_report_prints_to_paper(report, tmp_path):
     assert data[:5] == b"%PDF-"
     assert len(re.findall(rb"/Type\s*/Page(?!s)", data)) >= 2  # the smear section starts a new page
     assert len(data) > 20_000  # the inline figures made it to paper
+
+
+@pytest.mark.parametrize("width", [390, 1280])  # a phone, a desktop
+def test_no_table_is_wider_than_the_window(report, tmp_path, width):
+    """Every table fits the window, on a phone too: values wrap rather than run off the right edge.
+
+    Headless Chromium's windows are at least 500 px wide, so the report is laid out in a frame of ``width``
+    px (a same-origin ``srcdoc`` frame, which the host page can measure)."""
+    html = json.dumps(report.read_text("utf-8")).replace("</", "<\\/")
+    host = tmp_path / "host.html"
+    host.write_text(
+        f'<!doctype html><html><body style="margin:0"><iframe id="f" style="width:{width}px;height:844px;border:0">'
+        "</iframe><script>const f = document.getElementById('f'); f.onload = () => { const d = f.contentDocument;"
+        " const w = f.contentWindow.innerWidth; const edges = [...d.querySelectorAll('table')]"
+        ".map(t => Math.ceil(t.getBoundingClientRect().right));"
+        " document.body.dataset.window = w; document.body.dataset.edges = edges.join(',');"
+        f" document.body.dataset.page = d.documentElement.scrollWidth; }}; f.srcdoc = {html};</script></body></html>",
+        "utf-8")
+    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}",
+               "--window-size=1400,900", "--virtual-time-budget=3000", "--dump-dom", host.as_uri()]
+    dom = subprocess.run(command, check=True, capture_output=True, text=True, timeout=120).stdout
+    found = {k: re.search(rf'data-{k}="([^"]*)"', dom) for k in ("window", "edges", "page")}
+    assert all(found.values()), "the measuring script did not run"
+    assert int(found["window"].group(1)) == width
+    edges = [int(e) for e in found["edges"].group(1).split(",")]
+    assert len(edges) >= 4 and max(edges) <= width, f"tables reach past the {width}px window: {edges}"
+    assert int(found["page"].group(1)) <= width  # nothing scrolls the page sideways

@@ -100,6 +100,7 @@ def test_serve_shares_the_run_options_and_their_checks(capsys):
     assert exit_.value.code == 2 and "must be at least 1" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_one_inbox_run_analyses_a_new_case_folder_and_skips_what_is_done(tmp_path_factory, tmp_path):
     _, reference, _ = reference_run(tmp_path_factory)
     slides = slide_files(tmp_path_factory)

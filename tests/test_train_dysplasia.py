@@ -47,8 +47,8 @@ def _labels_csv(tmp_path: Path) -> Path:
 def test_finetune_changes_only_the_dysplasia_heads(tmp_path: Path, models: Path) -> None:
     labels = _labels_csv(tmp_path)
     out = tmp_path / "new"
-    argv = ["--labels", str(labels), "--mpp", "0.25", "--models", str(models), "--out", str(out),
-            "--steps", "4", "--batch-size", "8", "--lr", "0.05", "--version", "1.0+lab"]
+    argv = ["--labels", str(labels), "--mpp", "0.25", "--init", str(models), "--models", str(out),
+            "--steps", "4", "--batch-size", "8", "--lr", "0.05", "--model-version", "1.0+lab"]
     assert dysplasia.main(argv) == 0
     old, _, _ = load_weights(models, "classifier")
     new, config, record = load_weights(out, "classifier")
@@ -74,7 +74,7 @@ def test_bad_rows_are_all_listed_before_training(tmp_path: Path, models: Path, c
         "missing.png,erythroid,0\n"
     )
     with pytest.raises(InputError, match="4 bad row"):
-        dysplasia.main(["--labels", str(labels), "--mpp", "0.25", "--models", str(models), "--steps", "1"])
+        dysplasia.main(["--labels", str(labels), "--mpp", "0.25", "--init", str(models), "--steps", "1"])
     for expected in ("line 3: lineage 'lymphoid' is not one of", "line 4: grade '4' must be a hypogranulation grade",
                      "line 5: grade '2' must be 0 (normal) or 1 (dysplastic)", "line 6: image "):
         assert f"{labels}: {expected}" in caplog.text

@@ -116,9 +116,10 @@ def test_a_checkpoint_of_another_run_is_refused_in_one_line(tree: Path, tmp_path
 def test_resume_without_a_work_folder_is_a_usage_error(capsys) -> None:
     with pytest.raises(SystemExit) as exit_:
         train_classifier.main(["--resume", "--no-builtin", "--steps", "1"])
-    assert exit_.value.code == 2 and "--resume needs --work" in capsys.readouterr().err
+    assert exit_.value.code == 2 and "--resume needs --out" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_training_bench_times_the_real_command_on_two_generated_trees(tmp_path: Path) -> None:
     rows = benchmark_training.run(200, steps=2, batch_size=8, threads=2, scratch=tmp_path)
     assert [r["images"] for r in rows] == [50, 200]

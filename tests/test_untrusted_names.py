@@ -17,6 +17,7 @@ from bmpipe.flows.slide import RunSettings, output_place
 MARKUP = "<img src=x onerror=alert(1)>"
 
 
+@pytest.mark.slow
 def test_a_markup_name_reached_by_a_climbing_path_stays_inside_out_and_is_escaped(tmp_path_factory, tmp_path,
                                                                                    monkeypatch):
     inbox = make_inbox(tmp_path / "inbox", {"marrow-a": slide_files(tmp_path_factory)["marrow-a"]}, broken=False,

@@ -9,6 +9,7 @@ import os
 import sys
 
 from bmpipe import __version__
+from bmpipe.cli.options import Parser
 from bmpipe.cli.run import DEMO_SLIDE
 from bmpipe.errors import BmpipeError
 
@@ -37,7 +38,7 @@ def _no_run_failure_echo(record: logging.LogRecord) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bmpipe", description="Whole-slide analysis of bone-marrow aspirate smears.")
+    parser = Parser(prog="bmpipe", description="Whole-slide analysis of bone-marrow aspirate smears.")
     parser.add_argument("--version", action="version", version=f"bmpipe {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from bmpipe.benchmark import SAMPLE_CELLS
+from bmpipe.cli.options import add_device, add_out, add_threads
 
 log = logging.getLogger("bmpipe")
 
@@ -41,12 +42,12 @@ def _bench_training(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="throughput and memory of the slide stages on phantom slides")
-    p.add_argument("--out", type=Path, required=True, help="folder for bench.json (and generated slides)")
+    add_out(p, "folder for bench.json (and generated slides)")
     p.add_argument("--quick", action="store_true", help="small slides: a few minutes on 2 cores")
     p.add_argument("--sizes", type=int, nargs="+", help="phantom cell counts to run instead of the defaults")
     p.add_argument("--slides", type=Path, help="folder of phantom slides to reuse (default OUT/slides)")
-    p.add_argument("--device", help="torch device for the models (default: CUDA when available)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
+    add_device(p)
+    add_threads(p, None)
     p.add_argument("--max-cells", type=int, default=SAMPLE_CELLS,
                    help="also time the largest slide stopped at this many cells, as --max-cells does "
                         "(default %(default)s; 0: not)")

@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bmpipe.cli.options import add_batch_size, add_device, add_models, add_mpp, add_out, exit_status
 from bmpipe.errors import InputError
 from bmpipe.resolution import Mpp
 
@@ -63,31 +64,24 @@ def classify_files(clf: CellClassifier, files: list[Path], mpp: Mpp | None, out:
     return failed
 
 
-def _mpp(text: str) -> Mpp:
-    try:
-        return Mpp(float(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of µm per pixel") from None
-
-
 def _classify(args: argparse.Namespace) -> int:
     from bmpipe.nn.cell_classifier import CellClassifier
     from bmpipe.nn.weights import default_models_dir
 
     files, bad = _inputs(args.images)
-    clf = CellClassifier.load(args.models or default_models_dir())
+    clf = CellClassifier.load(args.models or default_models_dir(), device=args.device)
     failed = classify_files(clf, files, args.mpp, args.out, args.batch_size)
     log.info("classified %d of %d images with classifier %s → %s", len(files) - failed, len(files),
              clf.record.version, args.out)
-    return 2 if failed or bad else 0
+    return exit_status(len(files) - failed, failed + bad)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("classify", help="classify single-cell images into a CSV of labels and probabilities")
     p.add_argument("images", nargs="+", type=Path, help="image files or folders of them (searched recursively)")
-    p.add_argument("--out", type=Path, required=True, help="CSV to write: image,label,score,p_<code>...")
-    p.add_argument("--mpp", type=_mpp, default=None,
-                   help="µm per pixel of the images (required unless each is a TIFF that carries it)")
-    p.add_argument("--models", type=Path, default=None, help="models folder (default: the shipped one)")
-    p.add_argument("--batch-size", type=int, default=256)
+    add_out(p, "CSV to write: image,label,score,p_<code>...")
+    add_mpp(p, "µm per pixel of the images (required unless each is a TIFF that carries it)")
+    add_models(p)
+    add_device(p)
+    add_batch_size(p, 256)
     p.set_defaults(func=_classify)

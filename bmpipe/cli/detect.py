@@ -13,9 +13,9 @@ import argparse
 import logging
 from pathlib import Path
 
+from bmpipe.cli.options import add_detector, add_device, add_models, add_mpp, add_out, exit_status
 from bmpipe.errors import InputError
 from bmpipe.report.spreadsheet import SafeWriter
-from bmpipe.resolution import Mpp
 from bmpipe.slide.opener import IMAGE_SUFFIXES, images_in
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def _detect(args: argparse.Namespace) -> int:
 
     if args.mpp is None:
         raise InputError(args.images[0], "--mpp is needed: field photographs do not carry their µm/px")
-    mpp = Mpp(args.mpp)
+    mpp = args.mpp
     detector = load_detector(args.detector, args.models, args.device)
     images = expand(args.images)
     failed = 0
@@ -65,15 +65,15 @@ def _detect(args: argparse.Namespace) -> int:
             log.info("%s: %d nucleated cells", path, len(cells))
     log.info("wrote %s (%d images, %d failed) with detector-%s", args.out, len(images) - failed, failed,
              args.detector)
-    return 1 if failed else 0
+    return exit_status(len(images) - failed, failed)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("detect", help="detect nucleated cells in field images; write a CSV of boxes")
     p.add_argument("images", nargs="+", type=Path, help="field images, or folders of them")
-    p.add_argument("--out", type=Path, required=True, help="CSV to write: image,x0,y0,x1,y1,score")
-    p.add_argument("--mpp", type=float, default=None, help="µm/px of the images (needed: photos carry none)")
-    p.add_argument("--detector", choices=("unet", "yolo"), default="unet", help="default %(default)s")
-    p.add_argument("--models", type=Path, default=None, help="models folder (default: repo models/)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
+    add_out(p, "CSV to write: image,x0,y0,x1,y1,score")
+    add_mpp(p, "µm per pixel of the images (needed: photographs carry none)")
+    add_detector(p)
+    add_models(p)
+    add_device(p)
     p.set_defaults(func=_detect)

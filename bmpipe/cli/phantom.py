@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from bmpipe.cli.options import positive_int
+
 log = logging.getLogger("bmpipe")
 
 
@@ -29,13 +31,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     phantom = sub.add_parser("phantom", help="synthetic marrow smears with exact ground truth")
     psub = phantom.add_subparsers(dest="kind", required=True)
     ps = psub.add_parser("slide", help="a pyramidal TIFF slide and OUT.truth.json")
-    ps.add_argument("out", type=Path)
-    ps.add_argument("--cells", type=int, default=1500)
-    ps.add_argument("--blast-pct", type=float, default=5.0)
-    ps.add_argument("--seed", type=int, default=0)
+    ps.add_argument("out", type=Path, help="the slide to write (a .tiff)")
+    ps.add_argument("--cells", type=positive_int, default=1500, help="nucleated cells in the readable monolayer")
+    ps.add_argument("--blast-pct", type=float, default=5.0, help="blasts, %% of nucleated cells")
+    ps.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     ps.set_defaults(func=_phantom_slide)
     pf = psub.add_parser("fields", help="1000× field images with YOLO labels, masks and cell classes")
-    pf.add_argument("outdir", type=Path)
-    pf.add_argument("--n", type=int, default=20)
-    pf.add_argument("--seed", type=int, default=0)
+    pf.add_argument("outdir", type=Path, help="the folder to write the fields into")
+    pf.add_argument("--n", type=positive_int, default=20, help="fields to draw")
+    pf.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     pf.set_defaults(func=_phantom_fields)

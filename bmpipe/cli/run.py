@@ -8,6 +8,16 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
+from bmpipe.cli.options import (
+    add_detector,
+    add_device,
+    add_models,
+    add_out,
+    exit_status,
+    mpp_or_auto,
+    positive_int,
+)
+
 log = logging.getLogger("bmpipe")
 
 #: The embedded default the demo runs on: a phantom slide generated on first use, small enough for a laptop.
@@ -42,6 +52,8 @@ def _run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     free_orphaned_slots()
     batch = analyse_batch.with_options(task_runner=task_runner(args.runner, args.address, args.parallel))
+    if args.case:
+        return _run_cases(args, settings, batch)
     with show_progress():
         outcomes = batch(list(args.paths), settings, fields=args.fields)
     failed = [o for o in outcomes if o.status == "failed"]
@@ -52,6 +64,20 @@ def _run(args: argparse.Namespace) -> int:
              "case(s)" if args.fields else "slide(s)", sum(o.status == "skipped" for o in outcomes), len(failed),
              args.out / "manifest.csv")
     return 1 if failed or not outcomes else 0
+
+
+def _run_cases(args: argparse.Namespace, settings, batch) -> int:
+    from bmpipe.flows.case import analyse_cases
+
+    with show_progress():
+        cases = analyse_cases(list(args.paths), settings, batch)
+    for case in cases:
+        if case.report is not None:
+            log.info("case %s: %d slide(s) pooled; case report: %s", case.case,
+                     sum(o.status != "failed" for o in case.slides), case.report)
+    slides = [o for case in cases for o in case.slides]
+    failed = sum(o.status == "failed" for o in slides) + sum(case.report is None for case in cases)
+    return exit_status(sum(case.report is not None for case in cases), failed)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -66,69 +92,52 @@ def _demo(args: argparse.Namespace) -> int:
                  DEMO_SLIDE["blast_pct"])
         slide.parent.mkdir(parents=True, exist_ok=True)
         make_slide(slide, **DEMO_SLIDE)
-    args.paths, args.mpp, args.regions, args.fields = [slide], None, "readable", False
+    args.paths, args.mpp, args.regions, args.fields, args.case = [slide], None, "readable", False, False
     return _run(args)
-
-
-def mpp_option(text: str) -> float | str:
-    """``--mpp``: a positive number of µm/px, or ``auto``."""
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of µm/px or 'auto', not {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of µm/px, not {text!r}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 def add_analysis_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``run``, ``demo`` and ``serve``: how slides are analysed (models, device, detector, names, GPU)."""
-    p.add_argument("--models", type=Path, default=None, help="models folder (default: the shipped models/)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
-    p.add_argument("--detector", choices=("unet", "yolo"), default="unet", help="nucleated-cell detector")
+    add_models(p)
+    add_device(p)
+    add_detector(p)
     p.add_argument("--deidentify", action="store_true",
                    help="replace slide names by a keyed hash (key: $BMPIPE_DEIDENTIFY_KEY or OUT/"
                         ".bmpipe-deidentify.key) in every output and log line")
-    p.add_argument("--gpu-slots", type=_positive, default=1,
-                   help="slides allowed in the model stages at once (default 1); the others read and report")
+    p.add_argument("--gpu-slots", type=positive_int, default=1,
+                   help="slides allowed in the model stages at once; the others read and report")
 
 
 def add_run_options(p: argparse.ArgumentParser, default_out: Path | None) -> None:
     """Options of ``run`` and ``demo``: where outputs go, how slides are analysed and where they run."""
-    p.add_argument("--out", type=Path, required=default_out is None, default=default_out,
-                   help="output folder: one sub-folder per slide, and manifest.csv")
+    add_out(p, "output folder: one sub-folder per slide, and manifest.csv", default_out)
     add_analysis_options(p)
     p.add_argument("--runner", choices=("threads", "dask"), default="threads",
                    help="run slides on local threads (default) or a Dask cluster")
     p.add_argument("--address", default=None,
                    help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (default: a local cluster)")
-    p.add_argument("--parallel", type=_positive, default=1,
-                   help="slides analysed at once on local threads or local Dask workers (default 1)")
+    p.add_argument("--parallel", type=positive_int, default=1,
+                   help="slides analysed at once on local threads or local Dask workers")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="analyse slides (files or folders) with the Prefect flow")
     run.add_argument("paths", nargs="+", type=Path)
-    run.add_argument("--mpp", type=mpp_option, default=None,
+    run.add_argument("--mpp", type=mpp_or_auto, default=None,
                      help="level-0 resolution in µm per pixel, or 'auto' to measure it on the red cells "
                           "(default: the slide's metadata; photographs need one). Either way the red cells "
                           "check it, and a disagreement over 25%% is warned of")
     run.add_argument("--regions", choices=("readable", "all"), default="readable",
                      help="count cells in the readable monolayer only (default) or the whole smear")
-    run.add_argument("--max-cells", type=_positive, default=None, metavar="N",
+    run.add_argument("--max-cells", type=positive_int, default=None, metavar="N",
                      help="stop each slide's count once N cells are counted, visiting tiles in a seeded random "
                           "order spread over the smear (default: count every cell of the analysed area)")
-    run.add_argument("--fields", action="store_true",
-                     help="each folder is one case: its photographs are fields counted into one differential")
+    kind = run.add_mutually_exclusive_group()
+    kind.add_argument("--fields", action="store_true",
+                      help="each folder is one case: its photographs are fields counted into one differential")
+    kind.add_argument("--case", action="store_true",
+                      help="each folder holds one patient's slides: each slide is analysed, and all are pooled into "
+                           "OUT/<case>/case-report.html with the slides' agreement on blasts tested")
     add_run_options(run, None)
     run.set_defaults(func=_run)
     demo = sub.add_parser("demo", help="generate the sample slide if missing and analyse it")

@@ -12,6 +12,7 @@ import logging
 import os
 from pathlib import Path
 
+from bmpipe.cli.options import add_out
 from bmpipe.cli.run import add_analysis_options, show_progress
 
 log = logging.getLogger("bmpipe")
@@ -29,7 +30,7 @@ def _options(args: argparse.Namespace) -> dict[str, object]:
 
 def _serve(args: argparse.Namespace) -> int:
     # bmpipe's own log lines (slides opened, cells counted, failures) go to the Prefect UI with the flow's.
-    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "bmpipe,flows")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "bmpipe")
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")  # lines logged between runs
     from bmpipe.flows.gpu import free_orphaned_slots
     from bmpipe.flows.inbox import inbox_deployment, process_inbox
@@ -55,7 +56,7 @@ def _serve(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="analyse every new slide of an inbox folder on a schedule (Prefect deployment)")
     p.add_argument("--inbox", type=Path, required=True, help="folder lab staff drop slides or case folders into")
-    p.add_argument("--out", type=Path, required=True, help="output folder: reports mirror the inbox's folders")
+    add_out(p, "output folder: reports mirror the inbox's folders")
     p.add_argument("--cron", default="0 2 * * *", help='when to run, as cron (default "0 2 * * *": 02:00 daily)')
     p.add_argument("--timezone", default=None, help="IANA time zone of --cron (default: $TZ, else UTC)")
     p.add_argument("--once", action="store_true", help="analyse the inbox now and exit, without a schedule")

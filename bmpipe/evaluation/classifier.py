@@ -23,6 +23,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from bmpipe.cli.options import (
+    Parser,
+    add_batch_size,
+    add_device,
+    add_models,
+    add_mpp,
+    add_out,
+    add_threads,
+    exit_status,
+)
 from bmpipe.datasets import cell_data
 from bmpipe.datasets.catalog import DATASETS, data_root
 from bmpipe.datasets.cell_data import CropSet
@@ -372,7 +382,7 @@ def evaluate_folder(clf: CellClassifier, root: Path, mpp: Mpp | None, out: Path,
     if failed:
         lines.append(f"{failed} image(s) could not be used (see the errors above)")
     print("\n".join(lines))
-    return 2 if failed else 0
+    return exit_status(len(kept), failed)
 
 
 def _verdict(key: str, value: float) -> str:
@@ -419,32 +429,32 @@ def evaluate_held_out(clf: CellClassifier, models_dir: Path, out: Path, phantom_
     return 0
 
 
+def parser() -> argparse.ArgumentParser:
+    p = Parser(prog="bmpipe evaluate classifier", description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=None,
+                   help="class folders (Matek codes or PBC groups; ImageFolder or Matek's nested layout)")
+    add_mpp(p, "µm per pixel of the --data images (required unless they are TIFFs that carry it)")
+    add_models(p)
+    add_out(p, "where confusion.png/.csv and prediction CSVs go", Path("classifier-evaluation"))
+    add_batch_size(p, 256)
+    add_threads(p, 2)
+    add_device(p)
+    p.add_argument("--phantom-per-code", type=int, default=60, help="held-out phantom cells per class")
+    p.add_argument("--transfer", action="store_true",
+                   help="score real cells from sources never trained on (BCCD, wbc_seg, SegPC non-plasma "
+                        "cells) and the synthetic-only proxy; writes transfer.json")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bmpipe evaluate classifier", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=None,
-                        help="class folders (Matek codes or PBC groups; ImageFolder or Matek's nested layout)")
-    parser.add_argument("--mpp", type=float, default=None,
-                        help="µm/px of the --data images (required unless they are TIFFs that carry it)")
-    parser.add_argument("--models", type=Path, default=None, help="models folder (default: the shipped one)")
-    parser.add_argument("--out", type=Path, default=Path("classifier-evaluation"),
-                        help="where confusion.png/.csv and prediction CSVs go")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads (the speed target is for 2)")
-    parser.add_argument("--phantom-per-code", type=int, default=60, help="held-out phantom cells per class")
-    parser.add_argument("--transfer", action="store_true",
-                        help="score real cells from sources never trained on (BCCD, wbc_seg, SegPC non-plasma "
-                             "cells) and the synthetic-only proxy; writes transfer.json")
-    args = parser.parse_args(argv)
-    if args.mpp is not None and not args.mpp > 0:
-        parser.error(f"--mpp must be a positive number of µm per pixel, got {args.mpp}")
+    args = parser().parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     torch.set_num_threads(args.threads)
     models_dir = args.models or default_models_dir()
-    clf = CellClassifier.load(models_dir)
+    clf = CellClassifier.load(models_dir, device=args.device)
     if args.data is not None:
-        mpp = Mpp(args.mpp) if args.mpp is not None else None
-        return evaluate_folder(clf, args.data, mpp, args.out, args.batch_size)
+        return evaluate_folder(clf, args.data, args.mpp, args.out, args.batch_size)
     if args.transfer:
         from bmpipe.evaluation.transfer import evaluate_transfer, format_transfer, write_transfer
 

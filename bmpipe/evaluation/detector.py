@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from bmpipe.cli.options import Parser, add_detector, add_device, add_models, add_out
 from bmpipe.datasets import detector_data as dd
 from bmpipe.datasets.catalog import DATASETS
 from bmpipe.imaging.boxes import iou_matrix
@@ -299,24 +300,27 @@ def target_rows(metrics: dict[str, dict[str, float]]) -> list[tuple[str, str, st
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="bmpipe evaluate detector", description=__doc__.splitlines()[0])
-    p.add_argument("--detector", choices=("yolo", "unet"), default="unet")
-    p.add_argument("--models", type=Path, default=None, help="models folder (default: repo models/)")
-    p.add_argument("--work", type=Path, default=Path("build/evaluate-detector"),
-                   help="folder for phantom data and detection CSVs (default %(default)s)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
+def parser() -> argparse.ArgumentParser:
+    p = Parser(prog="bmpipe evaluate detector", description=__doc__.splitlines()[0])
+    add_detector(p)
+    add_models(p)
+    add_out(p, "folder for phantom data and detection CSVs", Path("build/evaluate-detector"))
+    add_device(p)
     p.add_argument("--no-slide", action="store_true", help="skip the phantom-slide tile-border check")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     from bmpipe.models import load_detector
 
     detector = load_detector(a.detector, a.models, a.device)
-    metrics = benchmark(detector, a.work, slide=not a.no_slide)
+    metrics = benchmark(detector, a.out, slide=not a.no_slide)
     record = detector.record
     lines = [f"detector-{a.detector} {record.version} ({record.sha256[:12]}…) at {detector.mpp}",
              f"{'figure':36} {'value':>8}  {'target':8} verdict"]
     lines += [f"{f:36} {v:>8}  {t:8} {ok}" for f, v, t, ok in target_rows(metrics)]
-    lines.append(f"detections: {a.work}/*.csv (image,x0,y0,x1,y1,score; see shared/tools/eval_detect.py)")
+    lines.append(f"detections: {a.out}/*.csv (image,x0,y0,x1,y1,score; see shared/tools/eval_detect.py)")
     sys.stdout.write("\n".join(lines) + "\n")  # the benchmark's output is its table, not a log
     return 0

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bmpipe.cli.options import Parser, positive_int
 from bmpipe.datasets.catalog import data_root
 from bmpipe.datasets.detector_data import TXL_PBC_MPP, segpc_mpp
 from bmpipe.imaging.image_files import read_rgb
@@ -69,10 +70,14 @@ def row(name: str, known: Mpp, estimate: MppEstimate | None) -> str:
     return f"{name:28} known {known.um_per_px:.3f}  {estimate}  {off:+.1%}  {verdict}"
 
 
+def parser() -> argparse.ArgumentParser:
+    p = Parser(prog="bmpipe evaluate resolution", description=__doc__.splitlines()[0])
+    p.add_argument("--per-set", type=positive_int, default=300, help="images read per real set")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="bmpipe evaluate resolution", description=__doc__.splitlines()[0])
-    p.add_argument("--per-set", type=int, default=300, help="images read per real set (default %(default)s)")
-    a = p.parse_args(argv)
+    a = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     lines = [f"µm/px from red cells against the known value (target: within {TARGET:.0%})"]
     with tempfile.TemporaryDirectory() as tmp:

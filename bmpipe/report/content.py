@@ -78,20 +78,10 @@ def tile_counts(tiles: Any) -> dict[str, int]:
     return {f.name: int(getattr(tiles, f.name)) for f in fields(tiles)}
 
 
-@dataclass
-class ReportContent:
-    slide: SlideSummary
-    generated: str
-    software: str
-    models: list[list[str]]  # [name, version, sha256]
-    regions_mode: str
+class DifferentialTables:
+    """The tables and chart of a differential, as a slide's report and a patient's case report both show them."""
+
     diff: Differential
-    tiles: dict[str, int]
-    overview_jpg: bytes | None = None  # smear mask on the overview
-    density_png: bytes | None = None  # cell-density heat map
-    zone_fractions: dict[str, float] = field(default_factory=dict)
-    gallery: dict[str, list[GalleryItem]] = field(default_factory=dict)
-    review_note: str = ""
 
     @cached_property
     def bar_png(self) -> bytes:
@@ -160,6 +150,23 @@ class ReportContent:
                 rows.append((f"Dysplastic {lineage} cells",
                              f"{pct_with_ci(diff.dysplasia_pct[lineage], diff.dysplasia_ci95[lineage])} of {n}"))
         return rows
+
+
+
+@dataclass
+class ReportContent(DifferentialTables):
+    slide: SlideSummary
+    generated: str
+    software: str
+    models: list[list[str]]  # [name, version, sha256]
+    regions_mode: str
+    diff: Differential
+    tiles: dict[str, int]
+    overview_jpg: bytes | None = None  # smear mask on the overview
+    density_png: bytes | None = None  # cell-density heat map
+    zone_fractions: dict[str, float] = field(default_factory=dict)
+    gallery: dict[str, list[GalleryItem]] = field(default_factory=dict)
+    review_note: str = ""
 
     def qc_rows(self) -> list[tuple[str, str]]:
         diff, slide = self.diff, self.slide

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-from importlib import resources
 
 import jinja2
 
@@ -24,12 +23,19 @@ def image_suffix(data: bytes) -> str:
     return "jpg" if image_kind(data) == "jpeg" else "png"
 
 
-def render_html(content: ReportContent) -> str:
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    template = env.from_string(
-        resources.files("bmpipe.report").joinpath("templates/report.html.j2").read_text("utf-8")
-    )
+def _environment() -> jinja2.Environment:
+    """Templates of the package (``templates/``), partials included: the same from a checkout or a wheel."""
+    return jinja2.Environment(loader=jinja2.PackageLoader("bmpipe.report", "templates"), autoescape=True,
+                              undefined=jinja2.StrictUndefined)
+
+
+def render(template: str, content: object) -> str:
+    """``template`` rendered for ``content`` (a slide's ``ReportContent`` or a patient's ``CaseContent``)."""
     tax = load_taxonomy()
-    return template.render(
+    return _environment().get_template(template).render(
         c=content, notice=NOTICE, names={code: tax[code].name for code in tax.codes}, b64=b64, kind=image_kind
     )
+
+
+def render_html(content: ReportContent) -> str:
+    return render("report.html.j2", content)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
 from reportlab.lib import colors
@@ -26,8 +27,11 @@ from reportlab.platypus import (
     TableStyle,
 )
 
-from bmpipe.report.content import NOTICE, ReportContent
+from bmpipe.report.content import NOTICE, DifferentialTables, ReportContent
 from bmpipe.taxonomy import load_taxonomy
+
+if TYPE_CHECKING:
+    from bmpipe.report.case import CaseContent
 
 MARGIN = 15 * mm
 WIDTH = A4[0] - 2 * MARGIN
@@ -80,21 +84,9 @@ def _table(rows: list[list], widths: list[float] | None = None, header: bool = T
     return table
 
 
-def _story(c: ReportContent) -> list:
-    s = _styles()
-    tax = load_taxonomy()
-    story: list = [
-        _p(f"Bone-marrow aspirate differential: {c.slide.id}", s["title"]),
-        _p(f"File {c.slide.file} · analysed {c.generated} · {c.software} · resolution {c.slide.mpp} "
-           f"({c.slide.mpp_source}) · regions: {c.regions_mode}", s["meta"]),
-        _p(f"Models: {c.model_line()}", s["meta"]),
-        _p(NOTICE, s["notice"]),
-    ]
-    if c.diff.reviewed:
-        story.append(_p(c.review_note, s["reviewed"]))
-    story.append(_p("Findings", s["h2"]))
-    story += [_p("• " + f.text, s["borderline" if f.borderline else "body"]) for f in c.diff.findings]
-
+def _differential_story(c: DifferentialTables, s: dict[str, ParagraphStyle]) -> list:
+    """Summary, differential, groups and chart: what a slide's and a case's report both show."""
+    story: list = []
     story.append(_p("Summary", s["h2"]))
     story.append(_table([[_p(k, s["cell"]), _p(v, s["cell"])] for k, v in c.summary_rows()],
                         [0.35 * WIDTH, 0.65 * WIDTH], header=False))
@@ -119,6 +111,25 @@ def _story(c: ReportContent) -> list:
     story.append(_table(groups, [0.4 * WIDTH, 0.15 * WIDTH, 0.15 * WIDTH, 0.2 * WIDTH]))
     story.append(Spacer(1, 4))
     story.append(_image(c.bar_png, 0.9 * WIDTH))
+    return story
+
+
+def _story(c: ReportContent) -> list:
+    s = _styles()
+    tax = load_taxonomy()
+    story: list = [
+        _p(f"Bone-marrow aspirate differential: {c.slide.id}", s["title"]),
+        _p(f"File {c.slide.file} · analysed {c.generated} · {c.software} · resolution {c.slide.mpp} "
+           f"({c.slide.mpp_source}) · regions: {c.regions_mode}", s["meta"]),
+        _p(f"Models: {c.model_line()}", s["meta"]),
+        _p(NOTICE, s["notice"]),
+    ]
+    if c.diff.reviewed:
+        story.append(_p(c.review_note, s["reviewed"]))
+    story.append(_p("Findings", s["h2"]))
+    story += [_p("• " + f.text, s["borderline" if f.borderline else "body"]) for f in c.diff.findings]
+
+    story += _differential_story(c, s)
 
     story.append(PageBreak())
     story.append(_p("Smear", s["h2"]))
@@ -166,4 +177,31 @@ def write_pdf(content: ReportContent, path: Path) -> Path:
         invariant=True,
     )
     doc.build(_story(content), onFirstPage=_footer, onLaterPages=_footer)
+    return path
+
+
+def _case_story(c: CaseContent) -> list:
+    s = _styles()
+    story: list = [
+        _p(f"Bone-marrow aspirate differential, per patient: {c.case}", s["title"]),
+        _p(f"{len(c.pooled.slides)} smears pooled · analysed {c.generated} · {c.software}", s["meta"]),
+        _p(NOTICE, s["notice"]),
+        *(_p(w, s["notice"]) for w in c.warnings),
+        _p("Findings", s["h2"]),
+        *(_p("• " + text, s["body"]) for text in c.findings()),
+        _p("Smears", s["h2"]),
+    ]
+    rows = [["Slide", "Counted", "Blasts", "Blast %", "Residual"]]
+    rows += [[r["slide"], r["n"], r["blasts"], r["blast"], r["residual"]] for r in c.slide_rows()]
+    story.append(_table(rows, [0.3 * WIDTH, 0.12 * WIDTH, 0.12 * WIDTH, 0.32 * WIDTH, 0.12 * WIDTH]))
+    return story + _differential_story(c, s)
+
+
+def write_case_pdf(content: CaseContent, path: Path) -> Path:
+    doc = SimpleDocTemplate(
+        str(path), pagesize=A4, leftMargin=MARGIN, rightMargin=MARGIN, topMargin=MARGIN, bottomMargin=MARGIN,
+        title=f"bmpipe case report: {content.case}", author=content.software, subject="Bone-marrow differential",
+        invariant=True,
+    )
+    doc.build(_case_story(content), onFirstPage=_footer, onLaterPages=_footer)
     return path

@@ -30,6 +30,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bmpipe.cli.options import (
+    Parser,
+    add_batch_size,
+    add_device,
+    add_model_version,
+    add_models,
+    add_mpp,
+    add_threads,
+    positive_int,
+)
 from bmpipe.datasets import cell_data
 from bmpipe.datasets.catalog import DATASETS
 from bmpipe.datasets.cell_data import CropSet
@@ -462,7 +472,7 @@ def fit(model: CellNet, data: CropSet, codes: tuple[str, ...], settings: TrainSe
     except KeyboardInterrupt:
         if checkpoint is not None:
             checkpoint.save(step, before + time.monotonic() - start, state)
-            log.warning("interrupted at step %d; to go on, run the same command with --resume --work %s",
+            log.warning("interrupted at step %d; to go on, run the same command with --resume --out %s",
                         step, checkpoint.path.parent)
         raise
     finally:
@@ -762,58 +772,62 @@ def write_card(
     return path
 
 
+def parser() -> argparse.ArgumentParser:
+    p = Parser(prog="bmpipe train classifier", description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, action="append", default=[],
+                   help="folder of class-code sub-folders (ImageFolder or Matek's nested layout); repeatable")
+    add_mpp(p, "µm per pixel of each --data folder, in the same order", repeat=True)
+    p.add_argument("--no-builtin", action="store_true", help="do not use PBC/SegPC from $BMPIPE_DATA")
+    p.add_argument("--no-phantom", action="store_true", help="train without phantom cells")
+    add_models(p, writes=True)
+    p.add_argument("--out", type=Path, default=None,
+                   help="the run's folder: training.json, held-out prediction CSVs and its checkpoint (default: a "
+                        "new temporary folder)")
+    add_model_version(p, "today's date")
+    p.add_argument("--minutes", type=float, default=TrainSettings.minutes, help="wall-time budget of the training")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="a fixed number of steps instead of the time budget")
+    add_batch_size(p, TrainSettings.batch_size)
+    p.add_argument("--phantom-per-code", type=int, default=TrainSettings.phantom_per_code,
+                   help="phantom cells rendered per class")
+    p.add_argument("--seed", type=int, default=TrainSettings.seed, help="seed of every random choice")
+    p.add_argument("--lr", type=float, default=TrainSettings.lr, help="peak learning rate (AdamW, cosine)")
+    p.add_argument("--init", default=None, metavar="DIR|shipped",
+                   help="models folder whose classifier to start from, or 'shipped' for bmpipe's own "
+                        "(class-head rows matched by code; default: from scratch)")
+    add_threads(p, TrainSettings.threads)
+    add_device(p)
+    p.add_argument("--workers", type=int, default=TrainSettings.workers,
+                   help="threads reading and augmenting batches ahead of the network")
+    p.add_argument("--checkpoint-minutes", type=float, default=TrainSettings.checkpoint_minutes,
+                   help="save the run's state in --out this often, and on Ctrl-C")
+    p.add_argument("--resume", action="store_true",
+                   help="go on from the checkpoint in --out, with the options of the interrupted run")
+    p.add_argument("--no-transfer", action="store_true",
+                   help="skip the scores on real cells from sources never trained on (BCCD, wbc_seg, SegPC)")
+    p.add_argument("--class-weight", action="append", default=[], metavar="CODE=W",
+                   help="loss weight for cells of CODE (default 1); repeatable")
+    p.add_argument("--domain-weight", type=float, default=TrainSettings.domain_weight,
+                   help="weight of the loss that makes phantom and real cells of a class alike in the "
+                        "features (0 turns it off)")
+    p.add_argument("--synthetic-only", action="append", default=[], metavar="CODE",
+                   help="leave CODE's real images out of training (phantom cells only), to measure how far "
+                        "phantom cells carry a class to real ones (evaluate classifier --transfer); repeatable")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bmpipe train classifier", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, action="append", default=[],
-                        help="folder of class-code sub-folders (ImageFolder or Matek's nested layout); repeatable")
-    parser.add_argument("--mpp", type=float, action="append", default=[],
-                        help="µm/px of each --data folder, in the same order")
-    parser.add_argument("--no-builtin", action="store_true", help="do not use PBC/SegPC from $BMPIPE_DATA")
-    parser.add_argument("--no-phantom", action="store_true", help="train without phantom cells")
-    parser.add_argument("--models-dir", type=Path, default=None)
-    parser.add_argument("--work", type=Path, default=None,
-                        help="the run's folder: held-out prediction CSVs and its checkpoint (default: a new "
-                             "temporary folder)")
-    parser.add_argument("--version", default=None)
-    parser.add_argument("--minutes", type=float, default=TrainSettings.minutes)
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=TrainSettings.batch_size)
-    parser.add_argument("--phantom-per-code", type=int, default=TrainSettings.phantom_per_code)
-    parser.add_argument("--seed", type=int, default=TrainSettings.seed)
-    parser.add_argument("--lr", type=float, default=TrainSettings.lr)
-    parser.add_argument("--init", default=None, metavar="DIR|shipped",
-                        help="models folder whose classifier to start from, or 'shipped' for bmpipe's own "
-                             "(class-head rows matched by code; default: from scratch)")
-    parser.add_argument("--threads", type=int, default=TrainSettings.threads,
-                        help="torch CPU threads (default %(default)s)")
-    parser.add_argument("--device", default=None,
-                        help="torch device (default: CUDA when there is one, with mixed precision; else CPU)")
-    parser.add_argument("--workers", type=int, default=TrainSettings.workers,
-                        help="threads reading and augmenting batches ahead of the network (default %(default)s)")
-    parser.add_argument("--checkpoint-minutes", type=float, default=TrainSettings.checkpoint_minutes,
-                        help="save the run's state in --work this often, and on Ctrl-C (default %(default)s)")
-    parser.add_argument("--resume", action="store_true",
-                        help="go on from the checkpoint in --work, with the options of the interrupted run")
-    parser.add_argument("--no-transfer", action="store_true",
-                        help="skip the scores on real cells from sources never trained on (BCCD, wbc_seg, SegPC)")
-    parser.add_argument("--class-weight", action="append", default=[], metavar="CODE=W",
-                        help="loss weight for cells of CODE (default 1); repeatable")
-    parser.add_argument("--domain-weight", type=float, default=TrainSettings.domain_weight,
-                        help="weight of the loss that makes phantom and real cells of a class alike in the "
-                             "features (default %(default)s; 0 turns it off)")
-    parser.add_argument("--synthetic-only", action="append", default=[], metavar="CODE",
-                        help="leave CODE's real images out of training (phantom cells only), to measure how far "
-                             "phantom cells carry a class to real ones (evaluate classifier --transfer); repeatable")
-    args = parser.parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
     if len(args.mpp) != len(args.data):
-        parser.error("give one --mpp for every --data folder")
-    if args.resume and args.work is None:
-        parser.error("--resume needs --work, the folder of the run to go on with")
+        p.error("give one --mpp for every --data folder")
+    if args.resume and args.out is None:
+        p.error("--resume needs --out, the folder of the run to go on with")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         class_weights = tuple((c, float(w)) for c, w in (cw.split("=", 1) for cw in args.class_weight))
     except ValueError:
-        parser.error("--class-weight takes CODE=W, e.g. PMO=1.5")
+        p.error("--class-weight takes CODE=W, e.g. PMO=1.5")
     settings = TrainSettings(
         minutes=args.minutes, steps=args.steps, batch_size=args.batch_size,
         phantom_per_code=args.phantom_per_code, seed=args.seed, threads=args.threads, lr=args.lr,
@@ -823,9 +837,8 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint_minutes=args.checkpoint_minutes, resume=args.resume,
     )
     record = train_classifier(
-        args.models_dir, settings, [(d, Mpp(m)) for d, m in zip(args.data, args.mpp)],
-        builtin=not args.no_builtin, phantom=not args.no_phantom, version=args.version, work=args.work,
-        transfer=not args.no_transfer,
+        args.models, settings, list(zip(args.data, args.mpp)), builtin=not args.no_builtin,
+        phantom=not args.no_phantom, version=args.model_version, work=args.out, transfer=not args.no_transfer,
     )
     log.info("classifier %s %s", record.version, record.sha256)
     return 0

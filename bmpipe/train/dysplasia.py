@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bmpipe.cli.options import Parser, add_batch_size, add_model_version, add_mpp, add_threads, positive_int
 from bmpipe.criteria import load_criteria
 from bmpipe.datasets.cell_data import centre_crops, held_out, store_crops
 from bmpipe.errors import InputError
@@ -261,32 +262,34 @@ def train_dysplasia(csv_path: Path, mpp: Mpp | None, models_dir: Path, out: Path
     return record
 
 
+def parser() -> argparse.ArgumentParser:
+    p = Parser(prog="bmpipe train dysplasia", description=__doc__.splitlines()[0])
+    p.add_argument("--labels", type=Path, required=True, help="CSV with columns path,lineage,grade")
+    add_mpp(p, "µm per pixel of the images (required unless they are TIFFs that carry it)")
+    p.add_argument("--init", type=Path, default=None,
+                   help="models folder of the classifier to start from (default: the shipped one)")
+    p.add_argument("--models", type=Path, default=None,
+                   help="models folder to write the fine-tuned classifier to (default: the --init folder)")
+    add_model_version(p, "the base version + dys.DATE")
+    p.add_argument("--steps", type=positive_int, default=FinetuneSettings.steps, help="training steps at most")
+    p.add_argument("--minutes", type=float, default=FinetuneSettings.minutes, help="wall-time budget")
+    add_batch_size(p, FinetuneSettings.batch_size)
+    p.add_argument("--lr", type=float, default=FinetuneSettings.lr, help="learning rate of the heads")
+    p.add_argument("--backbone-lr", type=float, default=FinetuneSettings.backbone_lr,
+                   help="learning rate of the backbone (default 0: frozen)")
+    p.add_argument("--seed", type=int, default=FinetuneSettings.seed, help="seed of every random choice")
+    add_threads(p, FinetuneSettings.threads)
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bmpipe train dysplasia", description=__doc__.splitlines()[0])
-    parser.add_argument("--labels", type=Path, required=True, help="CSV with columns path,lineage,grade")
-    parser.add_argument("--mpp", type=float, default=None,
-                        help="µm/px of the images (required unless they are TIFFs that carry it)")
-    parser.add_argument("--models", type=Path, default=None, help="models folder of the classifier to start from")
-    parser.add_argument("--out", type=Path, default=None, help="models folder to write (default: --models)")
-    parser.add_argument("--version", default=None, help="version of the new classifier (default: base+dys.DATE)")
-    parser.add_argument("--steps", type=int, default=FinetuneSettings.steps)
-    parser.add_argument("--minutes", type=float, default=FinetuneSettings.minutes)
-    parser.add_argument("--batch-size", type=int, default=FinetuneSettings.batch_size)
-    parser.add_argument("--lr", type=float, default=FinetuneSettings.lr)
-    parser.add_argument("--backbone-lr", type=float, default=FinetuneSettings.backbone_lr,
-                        help="learning rate of the backbone (default 0: frozen)")
-    parser.add_argument("--seed", type=int, default=FinetuneSettings.seed)
-    parser.add_argument("--threads", type=int, default=FinetuneSettings.threads)
-    args = parser.parse_args(argv)
-    if args.mpp is not None and not args.mpp > 0:
-        parser.error(f"--mpp must be a positive number of µm per pixel, got {args.mpp}")
+    args = parser().parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    models_dir = args.models or default_models_dir()
+    base = args.init or default_models_dir()
     settings = FinetuneSettings(steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
                                 backbone_lr=args.backbone_lr, seed=args.seed, threads=args.threads)
-    train_dysplasia(args.labels, Mpp(args.mpp) if args.mpp else None, models_dir, args.out or models_dir,
-                    args.version, settings)
+    train_dysplasia(args.labels, args.mpp, base, args.models or base, args.model_version, settings)
     return 0
 
 

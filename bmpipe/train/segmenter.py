@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bmpipe.cli.options import Parser, add_models, add_mpp, positive_int
 from bmpipe.datasets import detector_data as dd
 from bmpipe.datasets.catalog import DATASETS
 from bmpipe.evaluation.detector import metric_rows, throughput, validation
@@ -277,19 +278,25 @@ nominal {txl_single} µm/px instead of their per-source value.
 """
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="bmpipe train segmenter", description=__doc__.splitlines()[0])
-    p.add_argument("--models", type=Path, default=None, help="models folder to write (default: repo models/)")
-    p.add_argument("--work", type=Path, default=None, help="folder for phantom fields and detection CSVs")
+def parser() -> argparse.ArgumentParser:
+    p = Parser(prog="bmpipe train segmenter", description=__doc__.splitlines()[0])
+    add_models(p, writes=True)
+    p.add_argument("--out", type=Path, default=None,
+                   help="the run's folder: phantom fields and detection CSVs (default: build/ beside the models)")
     p.add_argument("--images", type=Path, action="append", default=[], help="extra training image folder")
     p.add_argument("--masks", type=Path, action="append", default=[],
                    help="mask folder for the matching --images (nucleated-cell instance or binary masks)")
-    p.add_argument("--mpp", type=float, action="append", default=[],
-                   help="µm/px of the matching --images (once for all of them, or once per folder)")
-    p.add_argument("--steps", type=int, default=TrainSettings.steps)
+    add_mpp(p, "µm per pixel of the matching --images (once for all of them, or once per folder)", repeat=True)
+    p.add_argument("--steps", type=positive_int, default=TrainSettings.steps, help="training steps at most")
     p.add_argument("--minutes", type=float, default=TrainSettings.minutes, help="wall-time cap on training")
-    p.add_argument("--phantom-fields", type=int, default=TrainSettings.phantom_fields)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--phantom-fields", type=int, default=TrainSettings.phantom_fields,
+                   help="phantom fields rendered for training")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
     a = p.parse_args(argv)
     if len(a.images) != len(a.masks):
         p.error("give one --masks folder for each --images folder")
@@ -299,10 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     for folder in (*a.images, *a.masks):
         if not folder.is_dir():
             p.error(f"{folder}: not a folder")
-    extra = [(i, m, Mpp(v)) for i, m, v in zip(a.images, a.masks, mpps)]
+    extra = list(zip(a.images, a.masks, mpps))
     settings = TrainSettings(steps=a.steps, minutes=a.minutes, seed=a.seed, phantom_fields=a.phantom_fields,
                              extra=extra)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    record = train_segmenter(a.models, settings, a.work)
+    record = train_segmenter(a.models, settings, a.out)
     log.info("saved %s %s sha256 %s", record.name, record.version, record.sha256)
     return 0

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import yaml
 
+from bmpipe.cli.options import Parser, add_batch_size, add_models
 from bmpipe.datasets import detector_data as dd
 from bmpipe.datasets.catalog import DATASETS
 from bmpipe.imaging.image_files import read_rgb
@@ -415,36 +416,44 @@ double counts = kept boxes that match (IoU ≥ 0.5) only a cell another box alre
 """
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="bmpipe train detector", description=__doc__.splitlines()[0])
+def parser() -> argparse.ArgumentParser:
+    p = Parser(prog="bmpipe train detector", description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=None,
                    help="ultralytics data.yaml (images at 0.4 µm/px); default: build one from the real data")
-    p.add_argument("--models", type=Path, default=None, help="models folder to write (default: repo models/)")
-    p.add_argument("--work", type=Path, default=None, help="folder for the built data set and ultralytics runs")
+    add_models(p, writes=True)
+    p.add_argument("--out", type=Path, default=None,
+                   help="the run's folder: the built data set and ultralytics runs (default: build/ beside the "
+                        "models)")
     p.add_argument("--minutes", type=float, default=YoloSettings.minutes, help="wall-time cap on training")
-    p.add_argument("--phantom-fields", type=int, default=YoloSettings.phantom_fields)
-    p.add_argument("--arch", default=YoloSettings.arch, help="ultralytics model yaml (default %(default)s)")
-    p.add_argument("--batch", type=int, default=YoloSettings.batch)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--phantom-fields", type=int, default=YoloSettings.phantom_fields,
+                   help="phantom fields rendered for training")
+    p.add_argument("--arch", default=YoloSettings.arch, help="ultralytics model yaml")
+    add_batch_size(p, YoloSettings.batch)
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     p.add_argument("--segpc-repeat", type=int, default=YoloSettings.segpc_repeat,
                    help="times each SegPC field is shown per epoch of the built data set (default %(default)s)")
     p.add_argument("--warm-start", action="store_true",
                    help="go on training the detector-yolo weights in the models folder (same architecture)")
     p.add_argument("--card-only", action="store_true",
                    help="do not train: score the weights in the models folder and rewrite their card")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
     a = p.parse_args(argv)
     if a.data is not None and not a.data.is_file():
         p.error(f"{a.data}: no such data.yaml")
     os.environ.setdefault("YOLO_OFFLINE", "1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    s = YoloSettings(minutes=a.minutes, seed=a.seed, phantom_fields=a.phantom_fields, arch=a.arch, batch=a.batch,
+    s = YoloSettings(minutes=a.minutes, seed=a.seed, phantom_fields=a.phantom_fields, arch=a.arch, batch=a.batch_size,
                      segpc_repeat=a.segpc_repeat)
     if a.card_only:
         models = a.models or default_models_dir()
-        work = a.work or models.parent / "build" / NAME
+        work = a.out or models.parent / "build" / NAME
         data_yaml = a.data or work / "yolo-data" / "data.yaml"
         counts = yaml.safe_load(data_yaml.read_text()).get("counts", {}) if data_yaml.is_file() else {}
         write_card(models, work, s, counts, data_yaml)
         return 0
-    train_detector(a.data, a.models, a.work, s, warm_start=a.warm_start)
+    train_detector(a.data, a.models, a.out, s, warm_start=a.warm_start)
     return 0
