@@ -219,7 +219,7 @@ def measure(path: Path, scratch: Path, device: str | None = None, max_cells: int
                                             write_cells=cell_files.write, max_cells=max_cells)
             stages["detect+classify"] = time.perf_counter() - t - tiles_spill.seconds - crops_spill.seconds
             t = time.perf_counter()
-            differential(cells, slide.id)
+            diff = differential(cells, slide.id)
             stages["aggregate"] = time.perf_counter() - t
         wall = time.perf_counter() - start - tiles_spill.seconds - crops_spill.seconds
         cpu = time.process_time() - cpu_start - tiles_spill.cpu_seconds - crops_spill.cpu_seconds
@@ -237,6 +237,9 @@ def measure(path: Path, scratch: Path, device: str | None = None, max_cells: int
         "max_cells": max_cells,
         "device": str(models.detector.device),
         "cells": len(cells),
+        # a count stopped early must give the full count's answer within its own interval
+        "blast_pct": round(diff.blast_pct, 2),
+        "blast_ci95": [round(v, 2) for v in diff.blast_ci95],
         "megapixels": round(megapixels, 1),
         "wall_s": round(wall, 2),
         "cells_per_s": round(len(cells) / wall, 1),
@@ -307,6 +310,10 @@ def table(rows: list[dict[str, Any]]) -> str:
             lines.append(f"time to a {r['max_cells']:,}-cell report on {r['slide']}: {r['wall_s']:.1f} s for "
                          f"{r['cells']} cells ({r['tiles']['tiles_read']} of {r['tiles']['tiles_planned']} tiles)"
                          f"{versus}")
+            if whole and "blast_pct" in r:
+                low, high = r["blast_ci95"]
+                lines.append(f"  blasts {r['blast_pct']:.1f}% (95% CI {low:.1f}-{high:.1f}) against "
+                             f"{whole['blast_pct']:.1f}% in the full count")
     return "\n".join(lines)
 
 

@@ -25,6 +25,7 @@ def test_bench_writes_one_row_per_size_with_sane_values(tmp_path, capsys):
     row = rows[0]
     assert {"cells", "megapixels", "wall_s", "models_alone_s", "peak_rss_mb", "stages"} <= row.keys()
     assert row["cells"] > 10 and row["phantom_cells"] == 60
+    assert row["blast_ci95"][0] <= row["blast_pct"] <= row["blast_ci95"][1]
     assert 1 < row["megapixels"] < 100
     assert 0 < row["models_alone_s"] and 0 < row["wall_s"]
     # the seconds are written to 0.01 s: the ratio recomputed from them is off by at most that rounding

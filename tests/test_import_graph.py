@@ -106,6 +106,7 @@ def test_the_command_line_help_does_not_import_torch() -> None:
     import subprocess
     import sys
 
-    code = "import sys; from bmpipe.cli import build_parser; build_parser(); print(sorted(m for m in ('torch', 'prefect', 'ultralytics') if m in sys.modules))"
+    code = ("import sys; from bmpipe.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'prefect', 'ultralytics') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

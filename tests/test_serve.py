@@ -73,6 +73,8 @@ def test_the_worker_images_run_a_valid_bmpipe_command_as_a_non_root_user(dockerf
     assert json.loads(instructions["ENTRYPOINT"]) == ["bmpipe"]
     args = build_parser().parse_args(json.loads(instructions["CMD"]))
     assert args.command == "serve" and args.inbox == Path("/data/inbox") and args.cron == "0 2 * * *"
+    # installed as tests/test_wheel.py proves works: a built wheel (the models inside), not the source tree
+    assert "pip wheel" in text and "/tmp/wheels/bmpipe-*.whl" in text
 
 
 def test_the_compose_worker_command_parses_and_mounts_inbox_and_out():

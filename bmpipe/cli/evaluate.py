@@ -15,4 +15,5 @@ EVALUATORS = {
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    register_group(sub, "evaluate", "score a model, or the resolution check, on held-out images (figures and targets)", EVALUATORS)
+    register_group(sub, "evaluate", "score a model, or the resolution check, on held-out images (figures and targets)",
+                   EVALUATORS)

@@ -60,7 +60,8 @@ class CaseContent(DifferentialTables):
 
     def slide_rows(self) -> list[dict[str, Any]]:
         return [{"slide": s.slide, "report": self.slide_reports.get(s.slide, ""), "n": s.n_counted,
-                 "blasts": s.blasts, "blast": pct_with_ci(s.blast_pct, s.blast_ci95) if s.n_counted else "nothing counted",
+                 "blasts": s.blasts,
+                 "blast": pct_with_ci(s.blast_pct, s.blast_ci95) if s.n_counted else "nothing counted",
                  "residual": f"{s.residual:+.1f}", "disagrees": s.disagrees} for s in self.pooled.slides]
 
     def findings(self) -> list[str]:
@@ -74,8 +75,8 @@ def case_json(content: CaseContent) -> dict[str, Any]:
     data.update(case=content.case, software=content.software, generated=content.generated,
                 slides=[asdict(s) for s in content.pooled.slides], warnings=content.warnings,
                 agreement=content.pooled.finding())
-    data["blast_heterogeneity"] = (asdict(content.pooled.heterogeneity) | {"disagree": content.pooled.heterogeneity.disagree}
-                                   if content.pooled.heterogeneity else None)
+    test = content.pooled.heterogeneity
+    data["blast_heterogeneity"] = asdict(test) | {"disagree": test.disagree} if test else None
     return data
 
 
@@ -87,7 +88,7 @@ def write_case_outputs(case_dir: Path, case: str, folders: list[Path]) -> Path:
     pooled = pool_case(case, [(slide, cells, diff) for slide, cells, diff, _ in read])
     warnings = [f"{slide}: {w}" for slide, _, _, data in read
                 for w in (data.get("resolution_warning", ""), data.get("domain_warning", "")) if w]
-    reports = {slide: str((f / "report.html").relative_to(case_dir)) if f.is_relative_to(case_dir) else str(f / "report.html")
+    reports = {slide: str((f / "report.html").relative_to(case_dir) if f.is_relative_to(case_dir) else f / "report.html")
                for (slide, *_), f in zip(read, folders)}
     content = CaseContent(case=case, generated=utc_stamp(), software=f"bmpipe {__version__}", diff=pooled.pooled,
                           pooled=pooled, slide_reports=reports, warnings=warnings)

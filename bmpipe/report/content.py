@@ -152,7 +152,6 @@ class DifferentialTables:
         return rows
 
 
-
 @dataclass
 class ReportContent(DifferentialTables):
     slide: SlideSummary

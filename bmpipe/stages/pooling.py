@@ -63,7 +63,8 @@ class CaseDifferential:
         h = self.heterogeneity
         if h is None:
             return ""
-        test = f"χ² = {h.chi2:.1f}, df {h.df}, p = {h.p:.3g}" + (", approximate: small counts" if h.small_counts else "")
+        test = f"χ² = {h.chi2:.1f}, df {h.df}, p = {h.p:.3g}"
+        test += ", approximate: small counts" if h.small_counts else ""
         if not h.disagree:
             return f"The smears agree on blasts within chance ({test})."
         named = [s.slide for s in self.slides if s.disagrees]
@@ -82,7 +83,8 @@ def blast_heterogeneity(blasts: list[int], totals: list[int]) -> tuple[BlastHete
     chi2, p, df, expected = chi2_contingency(table, correction=False)
     share = table[0].sum() / table.sum()
     residuals = np.zeros(len(blasts))
-    residuals[keep] = (table[0] - expected[0]) / np.sqrt(expected[0] * (1 - share) * (1 - totals_a[keep] / table.sum()))
+    spread = expected[0] * (1 - share) * (1 - totals_a[keep] / table.sum())
+    residuals[keep] = (table[0] - expected[0]) / np.sqrt(spread)
     return BlastHeterogeneity(float(chi2), int(df), float(p), bool((expected < 5).any())), residuals.tolist()
 
 
