@@ -2,7 +2,7 @@
 
 This is what a lab server sees on a bad night: files that are not slides, empty and cut uploads, a header
 claiming a terapixel image, slides without (or with absurd) resolution, blank glass, an
-out-of-focus scan, a smear too small for a 500-cell count, names that collide once made safe, a name that is
+out-of-focus scan, a smear of red cells with no nucleated cell, a smear too small for a 500-cell count, names that collide once made safe, a name that is
 a spreadsheet formula and an empty folder, all beside good slides in one run.
 """
 
@@ -22,6 +22,7 @@ import tifffile
 
 from bmpipe.nn.weights import default_models_dir
 from bmpipe.phantom import make_slide
+from bmpipe.phantom.smear import plan_slide
 from bmpipe.resolution import Mpp
 from bmpipe.slide import open_slide, write_pyramidal_tiff
 
@@ -80,6 +81,13 @@ def _blank_glass(target: Path) -> None:
     write_pyramidal_tiff(target, 6000, 4000, Mpp(0.1), render)
 
 
+def _red_cells_only(target: Path, seed: int = 2) -> None:
+    """A smear with red cells and nothing else: a readable monolayer in which there is nothing to count."""
+    plan = plan_slide(300, 5.0, seed)
+    plan.scene.cells.clear()
+    write_pyramidal_tiff(target, plan.width, plan.height, plan.mpp, plan.scene.render, tile=512, downsample=4)
+
+
 def _absurd_header(target: Path) -> None:
     tifffile.imwrite(target, np.zeros((512, 512, 3), np.uint8), tile=(512, 512), photometric="rgb", metadata=None)
     with tifffile.TiffFile(target, mode="r+b") as tif:
@@ -99,6 +107,7 @@ def night(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pat
     (inbox / "cut.svs").write_bytes((wsi / "cmu-1-small-region.svs").read_bytes()[:1_000_000])
     _absurd_header(inbox / "huge.tif")
     _blank_glass(inbox / "blank.tiff")
+    _red_cells_only(inbox / "red-cells-only.tiff")
     make_slide(inbox / "good.tiff", cells=760, blast_pct=12.0, seed=5)
     make_slide(inbox / "small.tiff", cells=150, blast_pct=4.0, seed=6)
     scratch = inbox.parent / "scratch"
@@ -164,6 +173,19 @@ def test_a_smear_too_small_for_500_cells_is_analysed_but_flagged(night):
     assert count and count[0]["borderline"] and "500" in count[0]["text"], small["findings"]
     good = json.loads((Path(_manifest(out)["good.tiff"]["output"]) / "differential.json").read_text())
     assert good["n_counted"] >= 500
+
+
+def test_a_smear_with_nothing_to_count_gets_no_finding_but_why(night):
+    """No percentage, criterion or ratio from zero cells: one finding says why nothing was counted."""
+    _, out, _ = night
+    row = _manifest(out)["red-cells-only.tiff"]
+    assert row["status"] == "ok", row
+    assert row["warning"].startswith("No nucleated cells counted"), row
+    differential = json.loads((Path(row["output"]) / "differential.json").read_text())
+    assert differential["n_counted"] == 0
+    assert [f["kind"] for f in differential["findings"]] == ["count"], differential["findings"]
+    report = (Path(row["output"]) / "report.html").read_text(encoding="utf-8")
+    assert "No nucleated cells counted" in report and "Blast percentage" not in report
 
 
 def test_slides_whose_names_collide_each_keep_their_own_report(night):
