@@ -46,6 +46,7 @@ def test_outputs_are_complete_and_consistent(tmp_path):
     folder = write_slide_outputs(result(), tmp_path)
     assert sorted(p.name for p in folder.iterdir()) == [
         "cells.geojson", "cells.parquet", "differential.json", "figures", "report.html", "report.pdf", "review.csv",
+        "review.html",
     ]
     data = json.loads((folder / "differential.json").read_text())
     assert data["slide"] == "case-1" and data["n_counted"] == 190

@@ -117,6 +117,21 @@ def add_model_version(p: argparse.ArgumentParser, default: str) -> None:
                                                           f"(default: {default})")
 
 
+def add_port(p: argparse.ArgumentParser, default: int = 8765) -> None:
+    """``--port``: the local port a command serves on (127.0.0.1 only)."""
+    p.add_argument("--port", type=port_number, default=default, help="port on 127.0.0.1 to serve on (0: any free one)")
+
+
+def port_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (0-65535)")
+    return value
+
+
 def exit_status(done: int, failed: int) -> int:
     """The exit status of a command that went through ``done + failed`` inputs (see the module's policy)."""
     return 0 if not failed else 1 if done else 2

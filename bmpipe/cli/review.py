@@ -1,10 +1,13 @@
-"""``bmpipe review import``: a hematologist's corrections back into a slide's differential and report."""
+"""``bmpipe review import``: a hematologist's corrections back into a slide's differential and report;
+``bmpipe review serve``: a slide's ``review.html`` served on 127.0.0.1, saving each relabel as it is made."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 from pathlib import Path
+
+from bmpipe.cli.options import add_port
 
 log = logging.getLogger("bmpipe")
 
@@ -15,6 +18,21 @@ def _import(args: argparse.Namespace) -> int:
     folder = import_review(args.folder, args.review)
     log.info("reviewed report: %s", folder / "report.html")
     log.info("retraining list: %s", folder.parent / "corrections.csv")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from bmpipe.report.review_server import review_server
+
+    server = review_server(args.folder, args.port)
+    log.info("reviewing %s at http://127.0.0.1:%d/ (corrections saved to its review.csv; Ctrl-C stops)",
+             args.folder, server.server_address[1])
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        log.info("stopped; apply the review with: bmpipe review import %s", args.folder)
+    finally:
+        server.server_close()
     return 0
 
 
@@ -33,3 +51,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("folder", type=Path, metavar="OUT_SLIDE_DIR", help="a slide's output folder")
     imp.add_argument("--review", type=Path, default=None, help="the edited review file (default: its review.csv)")
     imp.set_defaults(func=_import)
+    serve = actions.add_parser(
+        "serve",
+        help="serve a slide's review.html on 127.0.0.1, saving each relabel to its review.csv",
+        description="Serves OUT_SLIDE_DIR/review.html (every cell by class, least confident first) on "
+                    "127.0.0.1 only. Each relabel (a click, a drag or a class key) is saved at once to "
+                    "OUT_SLIDE_DIR/review.csv and the differential, intervals and findings beside the cells "
+                    "are recomputed as the report computes them; `bmpipe review import OUT_SLIDE_DIR` then "
+                    "rewrites the report as verified.",
+    )
+    serve.add_argument("folder", type=Path, metavar="OUT_SLIDE_DIR", help="a slide's output folder")
+    add_port(serve)
+    serve.set_defaults(func=_serve)

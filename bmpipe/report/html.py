@@ -29,6 +29,11 @@ def _environment() -> jinja2.Environment:
                               undefined=jinja2.StrictUndefined)
 
 
+def render_template(template: str, **values: object) -> str:
+    """Any of the package's templates, rendered with ``values``."""
+    return _environment().get_template(template).render(**values)
+
+
 def render(template: str, content: object) -> str:
     """``template`` rendered for ``content`` (a slide's ``ReportContent`` or a patient's ``CaseContent``)."""
     tax = load_taxonomy()

@@ -2,7 +2,7 @@
 
 ``report.html`` and ``report.pdf`` (people), ``differential.json``, ``cells.parquet`` and ``cells.geojson``
 (machines and QuPath, see ``bmpipe.report.cell_files``), ``review.csv`` with ``crops/`` (the hematologist's
-review) and ``figures/`` (the overview images and the gallery, kept so that ``bmpipe review import`` can
+review), ``review.html`` with ``review/sheets/`` (every cell, to verify in a browser) and ``figures/`` (the overview images and the gallery, kept so that ``bmpipe review import`` can
 render the report again without the slide).
 
 Everything is written into a hidden temporary folder beside the final one and renamed into place at the end,
@@ -37,6 +37,7 @@ from bmpipe.report.figures import (
 from bmpipe.report.html import image_suffix, render_html
 from bmpipe.report.pdf import write_pdf
 from bmpipe.report.review_files import pick_per_class, write_review_files
+from bmpipe.report.review_page import ThumbReader, write_review_page
 from bmpipe.report.staging import replacing
 from bmpipe.resolution import Mpp
 from bmpipe.slide import Slide
@@ -79,6 +80,8 @@ class SlideResult:
     crops: dict[int, bytes] = field(default_factory=dict)
     #: Grad-CAM overlays aligned with ``gallery`` (same classes, same order), shown beside each crop.
     gallery_overlays: dict[str, list[bytes]] = field(default_factory=dict)
+    #: Every cell's thumbnail for ``review.html`` (``review_page.slide_thumbnails``); None: the page has none.
+    thumbnails: ThumbReader | None = None
 
     @property
     def regions_mode(self) -> str:
@@ -204,6 +207,8 @@ def fill_slide_folder(result: SlideResult, folder: Path, *, cell_files_written: 
     _save_gallery(folder / GALLERY_DIR, content.gallery)
     write_review_files(folder, result.cells, result.crops, result.cell_fields)
     write_reports(folder, content)
+    write_review_page(folder, result.cells, differential_json(content), content.diff, set(result.crops),
+                      result.thumbnails)
 
 
 def _save_gallery(folder: Path, gallery: dict[str, list[GalleryItem]]) -> None:

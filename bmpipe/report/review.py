@@ -65,8 +65,18 @@ def _delimiter(header: str) -> str:
     return max(_DELIMITERS, key=header.count) if any(d in header for d in _DELIMITERS) else ","
 
 
-def read_review(path: Path, n_cells: int) -> tuple[list[int], list[Correction]]:
-    """(cells reviewed, labels given) from an edited review file; a bad line is an ``InputError`` naming it."""
+@dataclass(frozen=True)
+class Review:
+    """What a review file says: the cells it lists, the labels given, and when ``review.html`` saved it
+    (its ``verified_at`` column, latest; "" for a file edited by hand)."""
+
+    reviewed: list[int]
+    corrections: list[Correction]
+    verified_at: str = ""
+
+
+def read_review(path: Path, n_cells: int) -> Review:
+    """The review in an edited review file; a bad line is an ``InputError`` naming it."""
     tax = load_taxonomy()
     try:
         text = path.read_text(encoding="utf-8-sig")  # spreadsheets save UTF-8 with a BOM
@@ -82,6 +92,7 @@ def read_review(path: Path, n_cells: int) -> tuple[list[int], list[Correction]]:
         raise InputError(path, f"is not a UTF-8 CSV file ({exc})") from None
     given: dict[int, Correction] = {}
     reviewed: list[int] = []
+    verified = max((str(row.get("verified_at") or "").strip() for _, row in rows), default="")
     for line, row in rows:
         try:
             cell = int(str(row["cell_id"]).strip())
@@ -101,7 +112,7 @@ def read_review(path: Path, n_cells: int) -> tuple[list[int], list[Correction]]:
         if previous is not None and previous.label != label:
             raise InputError(path, f"line {line}: cell {cell} is corrected twice ({previous.label}, {label})")
         given[cell] = Correction(cell, label, line, (row.get("crop_path") or "").strip())
-    return reviewed, list(given.values())
+    return Review(reviewed, list(given.values()), verified)
 
 
 def crop_path_of(cell_id: int, predicted: str) -> str:
@@ -250,28 +261,77 @@ def rewrite_reviewed(
     return folder
 
 
+def reviewed_differential(frame: pd.DataFrame, corrections: list[Correction], data: dict[str, Any]) -> tuple[Cells, Differential]:
+    """The cells of ``cells.parquet`` with ``corrections`` applied, and their differential, told what the
+    analysis knew (``data``, its ``differential.json``): what the classifier never saw real, the resolution's
+    warning and the sample. ``bmpipe review import`` and ``bmpipe review serve`` both count so."""
+    cells = apply_corrections(frame, corrections)
+    diff = differential(cells, data["slide"], synthetic_only=tuple(data.get("synthetic_only", ())),
+                        dysplasia_synthetic_only=bool(data.get("dysplasia_synthetic_only", False)),
+                        resolution_warning=data.get("resolution_warning", ""))
+    diff.sample = data.get("sample")
+    return cells, diff
+
+
+def check_output_folder(folder: Path) -> None:
+    for needed in ("differential.json", "cells.parquet"):
+        if not (folder / needed).is_file():
+            raise InputError(folder, f"is not a bmpipe slide output folder (no {needed})")
+
+
+#: The review file as ``review.html`` saves it: every cell, and when it was verified.
+BROWSER_COLUMNS = REVIEW_COLUMNS + ("verified_at",)
+
+
+def crops_in(folder: Path, predicted: pd.Series) -> set[int]:
+    """The cells that have their review crop in ``folder`` (see :func:`crop_file`)."""
+    ids = {int(p.stem) for p in folder.glob("crops/*/*.jpg") if p.stem.isdigit() and int(p.stem) < len(predicted)}
+    return {i for i in ids if crop_file(folder, i, str(predicted.iat[i])) is not None}
+
+
+def write_browser_review(folder: Path, frame: pd.DataFrame, corrected: dict[int, str], crops: set[int],
+                         stamp: str) -> Path:
+    """``folder/review.csv`` as the browser review leaves it, atomically: a row per cell (each was shown),
+    its crop where the analysis wrote one (``crops``), its corrected class where relabelled, and ``stamp``,
+    the time of the review. ``bmpipe review import`` reads it as any review file."""
+    review = folder / "review.csv"
+    fields = "field" in frame.columns
+    buffer = io.StringIO()
+    writer = SafeWriter(buffer)
+    writer.writerow(BROWSER_COLUMNS + (("field",) if fields else ()))
+    labels = frame["label"].astype(str).to_numpy()
+    score, xs, ys = frame["label_score"].to_numpy(), frame["x"].to_numpy(), frame["y"].to_numpy()
+    for i, code in enumerate(labels):
+        crop = crop_path_of(i, code) if i in crops else ""
+        row = [i, crop, code, f"{score[i]:.4f}", corrected.get(i, ""), f"{xs[i]:.1f}", f"{ys[i]:.1f}", stamp]
+        writer.writerow(row + ([frame["field"].iat[i]] if fields else []))
+    write_text_atomic(review, buffer.getvalue())
+    return review
+
+
 def import_review(folder: Path, review: Path | None = None) -> Path:
     """Recompute ``folder``'s differential with a hematologist's corrections and rewrite its outputs; the
     labels given are added to the retraining list of the run folder (``folder``'s parent)."""
     folder = Path(folder)
     review = Path(review) if review else folder / "review.csv"
-    for needed in ("differential.json", "cells.parquet"):
-        if not (folder / needed).is_file():
-            raise InputError(folder, f"is not a bmpipe slide output folder (no {needed})")
+    check_output_folder(folder)
     frame = pd.read_parquet(folder / "cells.parquet")
-    reviewed, corrections = read_review(review, len(frame))
+    given = read_review(review, len(frame))
+    reviewed, corrections = given.reviewed, given.corrections
     n_reviewed = len(reviewed)
     check_crop_paths(review, corrections, frame["label"])
-    cells = apply_corrections(frame, corrections)
     corrected = {c.cell_id: c.label for c in corrections}
     data = json.loads((folder / "differential.json").read_text("utf-8"))
-    diff = differential(cells, data["slide"], synthetic_only=tuple(data.get("synthetic_only", ())),
-                        dysplasia_synthetic_only=bool(data.get("dysplasia_synthetic_only", False)))
+    cells, diff = reviewed_differential(frame, corrections, data)
     diff.reviewed, diff.n_reviewed = True, n_reviewed
     diff.n_corrected = sum(label != str(frame["label"].iat[i]) for i, label in corrected.items())
-    note = (f"Reviewed {utc_stamp()}: {n_reviewed} cells listed in {review.name} were offered for review, "
-            f"{len(corrections)} labelled by a hematologist and {diff.n_corrected} of those relabelled; the "
-            "differential below counts the corrected labels.")
+    if given.verified_at:  # saved by review.html, which shows every cell
+        note = (f"Verified: {diff.n_corrected} of {n_reviewed} cells relabelled, in the browser review of "
+                f"{given.verified_at} (imported {utc_stamp()}); the differential below counts the corrected labels.")
+    else:
+        note = (f"Reviewed {utc_stamp()}: {n_reviewed} cells listed in {review.name} were offered for review, "
+                f"{len(corrections)} labelled by a hematologist and {diff.n_corrected} of those relabelled; the "
+                "differential below counts the corrected labels.")
     rewrite_reviewed(folder, data, diff, cells, frame, corrected, note, reviewed)
     update_corrections_list(folder.parent, folder, data["slide"], corrections, frame["label"])
     log.info("%s: %d labels imported from %s, %d changed", folder, len(corrections), review, diff.n_corrected)

@@ -199,17 +199,22 @@ def domain_warning(share: float) -> str:
             "image?). This differential is not reliable: check the input before using any figure.")
 
 
+def is_dysplastic(cells: Cells) -> np.ndarray:
+    """Per cell, whether it counts as dysplastic (criteria.yaml): its probability or its granule grade; the
+    review page needs the flag per cell, because a relabelled cell carries it into its new lineage."""
+    rule = load_criteria()["dysplasia"]
+    return (cells.dysplasia_score >= rule["cell_probability"]) | (cells.dysplasia_grade >= rule["granule_grade"])
+
+
 def _dysplasia_counts(cells: Cells, tax: Taxonomy) -> tuple[dict[str, int], dict[str, int]]:
     """(dysplastic, scored) cells per lineage of criteria.yaml (granulocytic, erythroid, megakaryocytic)."""
     rule = load_criteria()["dysplasia"]
-    is_dysplastic = (cells.dysplasia_score >= rule["cell_probability"]) | (
-        cells.dysplasia_grade >= rule["granule_grade"]
-    )
+    dysplastic_cell = is_dysplastic(cells)
     not_scored = set(rule.get("not_scored", ()))
     dysplastic, scored = {}, {}
     for lineage in rule["lineages"]:
         codes = [c for c in tax.codes_of_lineage(lineage) if c not in not_scored]
         member = np.isin(cells.label.astype(str), codes)
         scored[lineage] = int(member.sum())
-        dysplastic[lineage] = int((member & is_dysplastic).sum())
+        dysplastic[lineage] = int((member & dysplastic_cell).sum())
     return dysplastic, scored
