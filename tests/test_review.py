@@ -257,3 +257,41 @@ def test_import_rebuilds_the_cohort_summary(tmp_path):
     after = read_rows(tmp_path / "cohort.csv")[0]
     assert after["reviewed"] == "True" and float(after["blast_pct"]) < float(before["blast_pct"])
     assert "(reviewed)" in (tmp_path / "cohort.html").read_text()
+
+
+def shade_thumbnails(rows):
+    """Thumbnails of one flat shade per cell, (cell id × 7) mod 250, to find each cell on its sheet."""
+    from bmpipe.report.review_page import THUMB_PX
+
+    return np.stack([np.full((THUMB_PX, THUMB_PX, 3), (7 * i) % 250, np.uint8) for i in rows]).reshape(
+        -1, THUMB_PX, THUMB_PX, 3)
+
+
+def test_every_cell_is_on_the_sheet_of_its_page_least_confident_first(tmp_path):
+    from bmpipe.report.figures import decode_rgb
+    from bmpipe.report.review_page import SHEET_SIDE, THUMB_PX, page_layout
+
+    r = result()
+    r.thumbnails = shade_thumbnails
+    folder = write_slide_outputs(r, tmp_path)
+    pages = page_layout(r.cells.label, r.cells.label_score)
+    assert [code for code, _ in pages] == ["BLA", "NGS", "NGS", "EBO", "KSC"]  # 100 a page, taxonomy order
+    assert sorted(np.concatenate([rows for _, rows in pages])) == list(range(len(r.cells)))
+    for n, (code, rows) in enumerate(pages):
+        assert list(r.cells.label_score[rows]) == sorted(r.cells.label_score[rows])
+        sheet = decode_rgb((folder / "review" / "sheets" / f"{n:05d}.jpg").read_bytes())
+        for i, cell in enumerate(rows):
+            y, x = (i // SHEET_SIDE + 0.5) * THUMB_PX, (i % SHEET_SIDE + 0.5) * THUMB_PX
+            assert abs(int(sheet[int(y), int(x), 0]) - (7 * cell) % 250) <= 3
+    assert not (folder / "review" / ".thumbnails.npy").exists()
+    assert '"sheets":true' in (folder / "review.html").read_text()
+
+
+def test_a_slide_without_cells_gets_an_empty_review_page(tmp_path):
+    r = result()
+    r.cells = r.cells.take(np.zeros(0, np.int64))
+    r.differential = differential(r.cells, "case-1")
+    r.thumbnails = shade_thumbnails
+    folder = write_slide_outputs(r, tmp_path)
+    assert '"pages":[]' in (folder / "review.html").read_text()
+    assert list((folder / "review" / "sheets").iterdir()) == []

@@ -16,6 +16,8 @@ log = logging.getLogger("bmpipe")
 def _bench(args: argparse.Namespace) -> int:
     if args.training:
         return _bench_training(args)
+    if args.review:
+        return _bench_review(args)
     from bmpipe.benchmark import QUICK_SIZES, SIZES, run_benchmark, table
 
     sizes = args.sizes or (QUICK_SIZES if args.quick else SIZES)
@@ -40,6 +42,19 @@ def _bench_training(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_review(args: argparse.Namespace) -> int:
+    import json
+
+    from bmpipe import benchmark_review
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    row = benchmark_review.run(args.review, args.slides or args.out / "slides", args.out)
+    (args.out / "bench-review.json").write_text(json.dumps(row, indent=1), "utf-8")
+    sys.stdout.write(benchmark_review.table(row) + "\n")
+    log.info("results: %s", args.out / "bench-review.json")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="throughput and memory of the slide stages on phantom slides")
     add_out(p, "folder for bench.json (and generated slides)")
@@ -54,6 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--training", type=int, default=0, metavar="N",
                    help="instead of slides: time `train classifier` streaming generated Matek-layout trees of "
                         "N/10 and N images, and print crops/s and peak memory of each (default: not)")
+    p.add_argument("--review", type=int, default=0, metavar="N",
+                   help="instead of slides: write review.html with sheets for N cells of the largest phantom, open "
+                        "it in headless Chromium and print the time to open it and to turn each page (default: not)")
     p.add_argument("--training-steps", type=int, default=200,
                    help="training steps of each --training run (default %(default)s)")
     p.set_defaults(func=_bench)
