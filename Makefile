@@ -18,13 +18,14 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	YOLO_OFFLINE=1 $(VENV)/bin/bmpipe demo --out out/demo
 
-# The report's screenshot test needs headless Chromium: installed from Debian's packages when absent and
-# possible (root, apt), otherwise that one test file skips and says so.
+# The report's screenshot test and the review page's test (Playwright driving this Chromium) need headless
+# Chromium: installed from Debian's packages when absent and possible (root, apt), otherwise those two test
+# files skip and say so.
 test: $(STAMP)
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	    apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || \
-	  echo "chromium not found and not installable here: tests/test_report_browser.py will be skipped"
+	  echo "chromium not found and not installable here: tests/test_report_browser.py and tests/test_review_browser.py will be skipped"
 	YOLO_OFFLINE=1 PREFECT_HOME=$$(mktemp -d) $(VENV)/bin/python -m pytest -q
 
 # Everyday work: the tests not marked slow (no end-to-end runs of the flow, no wheel build), in about 2 minutes.

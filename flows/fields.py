@@ -35,6 +35,7 @@ from bmpipe.report.outputs import (
     overlay_gallery,
 )
 from bmpipe.report.review_files import review_crops
+from bmpipe.report.review_page import slide_thumbnails
 from bmpipe.slide import IMAGE_SUFFIXES, images_in, open_slide
 from bmpipe.stages.calibrate import (
     AUTO,
@@ -104,6 +105,7 @@ def count_fields(plan: SlidePlan, settings: RunSettings, models: Models, geojson
     skipped: list[str] = []
     gallery: dict[str, list[bytes]] = {}
     review: dict[int, bytes] = {}
+    thumbnails: list[np.ndarray] = []  # a case's few thousand cells: held until the case's pages are made
     summary = None
     geojson_dir.mkdir(parents=True)
     measured = case_mpp(fields) if settings.mpp == AUTO else None  # one camera: one resolution for all
@@ -121,6 +123,7 @@ def count_fields(plan: SlidePlan, settings: RunSettings, models: Models, geojson
                 used = (field.mpp, field.mpp_source)
                 cells = detect_classify(field, whole_field(field), models, tiles)
                 review.update(review_crops(field, cells, per_class=8, offset=first_id))
+                thumbnails.append(slide_thumbnails(field, cells)(np.arange(len(cells))))
                 for code, crops in gallery_crops(field, cells, per_class=GALLERY_PER_FIELD).items():
                     gallery.setdefault(code, []).extend(crops)
                 summary = summary or SlideSummary.of(field, case_id=plan.name)
@@ -154,6 +157,7 @@ def count_fields(plan: SlidePlan, settings: RunSettings, models: Models, geojson
         cell_fields=np.concatenate(names),
         crops=review,
         gallery_overlays=overlay_gallery(case_gallery, gradcam_of(models), input_px=CROP_PX),
+        thumbnails=np.concatenate(thumbnails).__getitem__,
     )
 
 

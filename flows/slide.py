@@ -37,6 +37,7 @@ from bmpipe.report.outputs import (
     overlay_gallery,
 )
 from bmpipe.report.review_files import review_crops
+from bmpipe.report.review_page import slide_thumbnails
 from bmpipe.slide import Slide, slide_id
 from bmpipe.stages.aggregate import Differential, differential
 from bmpipe.stages.calibrate import opened, resolution_record, resolution_warning
@@ -177,6 +178,7 @@ def report(slide: Slide, smear: SmearMap, cells: Cells, diff: Differential, tile
         gallery=gallery,
         crops=review_crops(slide, cells),
         gallery_overlays=overlay_gallery(gallery, gradcam_of(models), input_px=CROP_PX),
+        thumbnails=slide_thumbnails(slide, cells),
     )
     fill_slide_folder(result, folder, cell_files_written=True)
 

@@ -75,7 +75,19 @@ def test_each_slide_gets_a_complete_output_folder(batch):
         review = pd.read_csv(folder / "review.csv", keep_default_na=False)
         assert len(review) and set(review["predicted_class"]) <= set(data["counts"])
         assert (review["corrected_class"] == "").all()
+        assert_review_page(folder, len(cells))
     assert not list(out.glob(".*partial"))
+
+
+def assert_review_page(folder, n_cells):
+    """review.html with a sheet of thumbnails (read from the slide: not blank) for each page of every cell."""
+    from bmpipe.report.figures import decode_rgb
+    from bmpipe.report.review_page import PER_SHEET
+
+    sheets = sorted((folder / "review" / "sheets").glob("*.jpg"))
+    assert n_cells / PER_SHEET <= len(sheets) <= n_cells / PER_SHEET + 23  # a class's last page may be partial
+    assert decode_rgb(sheets[0].read_bytes()).std() > 5
+    assert '"pred":[' in (folder / "review.html").read_text() and not (folder / "review" / ".thumbnails.npy").exists()
 
 
 @pytest.mark.parametrize("name", list(SLIDES))
@@ -112,6 +124,7 @@ def test_a_folder_of_field_photographs_is_one_case(tmp_path):
     assert cells["field"].nunique() == 4
     assert set(pd.read_csv(folder / "review.csv")["field"]) <= set(cells["field"])
     assert "4 field photographs" in (folder / "report.html").read_text()
+    assert_review_page(folder, len(cells))
 
 
 def test_a_tissue_section_and_a_grayscale_photograph_are_warned_about(tmp_path, data_dir):
