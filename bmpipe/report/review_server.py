@@ -1,7 +1,7 @@
 """``bmpipe review serve``: a slide's ``review.html`` served from 127.0.0.1, saving every relabel as it is made.
 
 Served, the page's differential is the report's own: each relabel is posted here, written at once into the
-slide folder's ``review.csv`` (atomically, as :func:`bmpipe.report.review.write_browser_review` writes it, so
+slide folder's ``review.csv`` (atomically, as :class:`bmpipe.report.review.BrowserReviewFile` writes it, so
 ``bmpipe review import`` reads it as it reads any review file), and answered with the differential,
 intervals and findings that :func:`bmpipe.report.review.reviewed_differential` computes, as the reviewed
 report will. A reload asks for the saved state. Only the page, its sheets and the two API paths are served.
@@ -23,12 +23,12 @@ import pandas as pd
 from bmpipe.errors import InputError
 from bmpipe.report.outputs import utc_stamp
 from bmpipe.report.review import (
+    BrowserReviewFile,
     Correction,
     check_output_folder,
     crops_in,
     read_review,
     reviewed_differential,
-    write_browser_review,
 )
 from bmpipe.report.review_page import REVIEW_PAGE, SHEETS_DIR, live_summary
 from bmpipe.taxonomy import load_taxonomy
@@ -49,7 +49,7 @@ class ReviewSession:
         self.frame = pd.read_parquet(folder / "cells.parquet")
         self.predicted = self.frame["label"].astype(str)
         self.data = json.loads((folder / "differential.json").read_text("utf-8"))
-        self.crops = crops_in(folder, self.predicted)
+        self.file = BrowserReviewFile(folder, self.frame, crops_in(folder, self.predicted))
         self.corrected: dict[int, str] = {}
         if (folder / "review.csv").is_file():  # a review begun earlier, here or in a spreadsheet, goes on
             for c in read_review(folder / "review.csv", len(self.frame)).corrections:
@@ -78,7 +78,7 @@ class ReviewSession:
                 self.corrected.pop(cell, None)
             else:
                 self.corrected[cell] = label
-            write_browser_review(self.folder, self.frame, self.corrected, self.crops, utc_stamp())
+            self.file.write(self.corrected, utc_stamp())
             self._summary = self._count()
             log.info("%s: cell %d now %s (%d relabelled)", self.folder.name, cell, label, len(self.corrected))
             return {"summary": self._summary}
