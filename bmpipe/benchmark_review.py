@@ -24,6 +24,7 @@ import numpy as np
 from bmpipe.benchmark import SIZES, slide_for
 from bmpipe.errors import InputError
 from bmpipe.records import Cells
+from bmpipe.report.browser import HEADLESS_ARGS, system_chromium
 from bmpipe.report.cell_files import write_cell_files
 from bmpipe.report.review_page import REVIEW_PAGE, SHEETS_DIR, slide_thumbnails, write_review_page
 from bmpipe.report.review_server import ReviewSession
@@ -92,7 +93,7 @@ def run(n_cells: int, slides_dir: Path, out: Path) -> dict[str, Any]:
     """Write and open a review of ``n_cells`` cells; the figures as a dict."""
     from playwright.sync_api import sync_playwright
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    chromium = system_chromium()
     if chromium is None:
         raise InputError(Path("chromium"), "not found on PATH: the review bench opens the page in it")
     slide_path = slide_for(max(SIZES), slides_dir)
@@ -114,7 +115,7 @@ def run(n_cells: int, slides_dir: Path, out: Path) -> dict[str, Any]:
     sheets = sorted((folder / SHEETS_DIR).glob("*.jpg"))
     served_ms = _served_relabels(folder, cells, data)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        browser = p.chromium.launch(executable_path=chromium, args=list(HEADLESS_ARGS))
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         started = time.perf_counter()
         page.goto((folder / REVIEW_PAGE).as_uri())

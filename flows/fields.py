@@ -35,7 +35,7 @@ from bmpipe.report.outputs import (
     overlay_gallery,
 )
 from bmpipe.report.review_files import review_crops
-from bmpipe.report.review_page import slide_thumbnails
+from bmpipe.report.review_page import THUMB_MPP, THUMB_PX
 from bmpipe.slide import IMAGE_SUFFIXES, images_in, open_slide
 from bmpipe.stages.calibrate import (
     AUTO,
@@ -44,6 +44,7 @@ from bmpipe.stages.calibrate import (
     resolution_record,
     resolution_warning,
 )
+from bmpipe.stages.classify import read_crops
 from bmpipe.stages.detect import TileStats
 from bmpipe.stages.regions import whole_field
 
@@ -123,7 +124,7 @@ def count_fields(plan: SlidePlan, settings: RunSettings, models: Models, geojson
                 used = (field.mpp, field.mpp_source)
                 cells = detect_classify(field, whole_field(field), models, tiles)
                 review.update(review_crops(field, cells, per_class=8, offset=first_id))
-                thumbnails.append(slide_thumbnails(field, cells)(np.arange(len(cells))))
+                thumbnails.append(read_crops(field, cells, THUMB_MPP, THUMB_PX))
                 for code, crops in gallery_crops(field, cells, per_class=GALLERY_PER_FIELD).items():
                     gallery.setdefault(code, []).extend(crops)
                 summary = summary or SlideSummary.of(field, case_id=plan.name)

@@ -2,7 +2,6 @@
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -10,10 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bmpipe.report.browser import HEADLESS_ARGS, system_chromium
 from bmpipe.report.outputs import write_slide_outputs
 from tests.test_report import result
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+CHROMIUM = system_chromium()
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium / chromium-browser / google-chrome on PATH")
 
 
@@ -23,7 +23,7 @@ def report(tmp_path_factory):
 
 
 def chromium(report: Path, tmp: Path, *args: str) -> None:
-    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+    command = [CHROMIUM, "--headless", *HEADLESS_ARGS, "--hide-scrollbars",
                f"--user-data-dir={tmp / 'profile'}", *args, report.as_uri()]
     subprocess.run(command, check=True, capture_output=True, timeout=120)
 

@@ -4,13 +4,13 @@ own count (file mode) against the Python's on the same inputs."""
 
 import csv
 import json
-import shutil
 import threading
 
 import numpy as np
 import pytest
 
 from bmpipe.records import Cells
+from bmpipe.report.browser import HEADLESS_ARGS, system_chromium
 from bmpipe.report.figures import jpeg_bytes
 from bmpipe.report.outputs import write_slide_outputs
 from bmpipe.report.review import import_review
@@ -21,7 +21,7 @@ from bmpipe.stages.aggregate import differential, is_dysplastic
 from bmpipe.taxonomy import load_taxonomy
 from tests.test_report import result
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+CHROMIUM = system_chromium()
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium / chromium-browser / google-chrome on PATH")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
 
@@ -29,7 +29,7 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not 
 @pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=list(HEADLESS_ARGS))
         yield browser
         browser.close()
 

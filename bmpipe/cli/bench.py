@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -29,29 +30,27 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _bench_training(args: argparse.Namespace) -> int:
-    import json
-
     from bmpipe import benchmark_training
 
     args.out.mkdir(parents=True, exist_ok=True)
     rows = benchmark_training.run(args.training, args.training_steps, batch_size=64, threads=args.threads or 2,
                                   scratch=args.out / "training")
-    (args.out / "bench-training.json").write_text(json.dumps(rows, indent=1), "utf-8")
-    sys.stdout.write(benchmark_training.table(rows) + "\n")
-    log.info("results: %s", args.out / "bench-training.json")
-    return 0
+    return _results(args.out / "bench-training.json", rows, benchmark_training.table(rows))
 
 
 def _bench_review(args: argparse.Namespace) -> int:
-    import json
-
     from bmpipe import benchmark_review
 
     args.out.mkdir(parents=True, exist_ok=True)
     row = benchmark_review.run(args.review, args.slides or args.out / "slides", args.out)
-    (args.out / "bench-review.json").write_text(json.dumps(row, indent=1), "utf-8")
-    sys.stdout.write(benchmark_review.table(row) + "\n")
-    log.info("results: %s", args.out / "bench-review.json")
+    return _results(args.out / "bench-review.json", row, benchmark_review.table(row))
+
+
+def _results(path: Path, results: object, table: str) -> int:
+    """Write a bench's figures to ``path`` as JSON, and print its table."""
+    path.write_text(json.dumps(results, indent=1), "utf-8")
+    sys.stdout.write(table + "\n")
+    log.info("results: %s", path)
     return 0
 
 

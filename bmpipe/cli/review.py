@@ -36,6 +36,10 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_slide_folder(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder", type=Path, metavar="OUT_SLIDE_DIR", help="a slide's output folder")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     review = sub.add_parser("review", help="import a hematologist's corrections of a slide's cell labels")
     actions = review.add_subparsers(dest="action", required=True)
@@ -48,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "the run folder's corrections.csv and corrections/<CODE>/ for `bmpipe train classifier "
                     "--data RUN/corrections --mpp 0.25`.",
     )
-    imp.add_argument("folder", type=Path, metavar="OUT_SLIDE_DIR", help="a slide's output folder")
+    _add_slide_folder(imp)
     imp.add_argument("--review", type=Path, default=None, help="the edited review file (default: its review.csv)")
     imp.set_defaults(func=_import)
     serve = actions.add_parser(
@@ -60,6 +64,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "are recomputed as the report computes them; `bmpipe review import OUT_SLIDE_DIR` then "
                     "rewrites the report as verified.",
     )
-    serve.add_argument("folder", type=Path, metavar="OUT_SLIDE_DIR", help="a slide's output folder")
+    _add_slide_folder(serve)
     add_port(serve)
     serve.set_defaults(func=_serve)

@@ -22,16 +22,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from bmpipe.criteria import load_criteria
 from bmpipe.records import Cells
 from bmpipe.report.content import NOTICE, DifferentialTables
+from bmpipe.report.figures import jpeg_bytes
 from bmpipe.report.html import render_template
 from bmpipe.resolution import Mpp
 from bmpipe.slide import Slide
 from bmpipe.stages.aggregate import Differential, is_dysplastic
+from bmpipe.stages.classify import read_crops
 from bmpipe.taxonomy import GROUPS, load_taxonomy
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,7 @@ ThumbReader = Callable[[np.ndarray], np.ndarray]
 
 def slide_thumbnails(slide: Slide, cells: Cells) -> ThumbReader:
     """Thumbnails read from ``slide``, centred on each cell."""
-    half = THUMB_PX / 2 * slide.mpp.factor_to(THUMB_MPP)
-    return lambda rows: slide.read_regions(cells.x[rows] - half, cells.y[rows] - half, THUMB_PX, THUMB_PX, THUMB_MPP)
+    return lambda rows: read_crops(slide, cells.take(rows), THUMB_MPP, THUMB_PX)
 
 
 def page_layout(labels: np.ndarray, scores: np.ndarray) -> list[tuple[str, np.ndarray]]:
@@ -93,10 +93,7 @@ def write_sheets(folder: Path, cells: Cells, pages: list[tuple[str, np.ndarray]]
             for i, row in enumerate(rows):
                 r, c = divmod(i, SHEET_SIDE)
                 sheet[r * THUMB_PX:(r + 1) * THUMB_PX, c * THUMB_PX:(c + 1) * THUMB_PX] = store[row]
-            ok, buf = cv2.imencode(".jpg", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
-            if not ok:
-                raise ValueError("could not encode a review sheet")
-            (out / f"{n:05d}.jpg").write_bytes(buf.tobytes())
+            (out / f"{n:05d}.jpg").write_bytes(jpeg_bytes(sheet, quality=80))
     finally:
         del store
         scratch.unlink()
