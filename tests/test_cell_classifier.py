@@ -88,6 +88,43 @@ def test_uncertain_cells_are_not_identifiable(tmp_path: Path) -> None:
     assert (pred.granule_grade == -1).all() and (pred.dysplasia_grade == -1).all()
 
 
+def _opinionated(tmp_path: Path) -> CellClassifier:
+    """A random network whose class scores differ between views of a crop (an untrained head is too flat)."""
+    clf = _tiny(tmp_path)
+    with torch.no_grad():
+        clf.model.class_head.weight.mul_(40.0)
+    return clf
+
+
+def test_a_second_look_gives_every_view_of_a_crop_the_same_class(tmp_path: Path) -> None:
+    clf = _opinionated(tmp_path)
+    crop = _crops(1)[0]
+    views = np.stack([np.rot90(v, k) for v in (crop, crop[:, ::-1]) for k in range(4)])
+    clf.second_look_below = 0.0
+    plain = clf.predict(views).probs
+    assert np.abs(plain - plain[0]).max() > 1e-3  # the network alone is not invariant
+    clf.second_look_below = 1.01
+    looked = clf.predict(views)
+    np.testing.assert_allclose(looked.probs, np.repeat(looked.probs[:1], 8, 0), atol=1e-5)
+    np.testing.assert_allclose(looked.probs.sum(1), 1.0, atol=1e-5)
+    expected = np.exp(np.log(plain).mean(0))
+    np.testing.assert_allclose(looked.probs[0], expected / expected.sum(), atol=1e-5)
+
+
+def test_only_unsure_cells_get_a_second_look(tmp_path: Path) -> None:
+    clf = _opinionated(tmp_path)
+    crops = _crops(12)
+    clf.second_look_below = 0.0
+    plain = clf.predict(crops)
+    clf.second_look_below = float(np.median(plain.label_score))
+    looked = clf.predict(crops, batch_size=5)
+    sure = plain.label_score >= clf.second_look_below
+    assert 0 < sure.sum() < len(crops)
+    np.testing.assert_array_equal(looked.probs[sure], plain.probs[sure])
+    assert np.abs(looked.probs[~sure] - plain.probs[~sure]).max() > 1e-4
+    np.testing.assert_array_equal(looked.dysplasia_score, plain.dysplasia_score)
+
+
 def test_wrong_crop_shape_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="crops must be uint8"):
         _tiny(tmp_path).predict(np.zeros((2, 64, 64, 3), np.uint8))

@@ -37,7 +37,13 @@ from bmpipe.datasets import cell_data
 from bmpipe.datasets.catalog import DATASETS, data_root
 from bmpipe.datasets.cell_data import CropSet
 from bmpipe.errors import InputError
-from bmpipe.nn.cell_classifier import GRANULE_CODES, UNIDENTIFIED_CODE, CellClassifier, granule_grade
+from bmpipe.nn.cell_classifier import (
+    GRANULE_CODES,
+    SECOND_LOOK_BELOW,
+    UNIDENTIFIED_CODE,
+    CellClassifier,
+    granule_grade,
+)
 from bmpipe.nn.weights import default_models_dir
 from bmpipe.resolution import Mpp
 from bmpipe.taxonomy import load_taxonomy
@@ -440,6 +446,9 @@ def parser() -> argparse.ArgumentParser:
     add_threads(p, 2)
     add_device(p)
     p.add_argument("--phantom-per-code", type=int, default=60, help="held-out phantom cells per class")
+    p.add_argument("--second-look", type=float, default=SECOND_LOOK_BELOW, metavar="P",
+                   help="classify cells whose top probability is under P on all 8 flips and quarter turns of "
+                        "their crop, as a run does (0 turns it off)")
     p.add_argument("--transfer", action="store_true",
                    help="score real cells from sources never trained on (BCCD, wbc_seg, SegPC non-plasma "
                         "cells) and the synthetic-only proxy; writes transfer.json")
@@ -452,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     torch.set_num_threads(args.threads)
     models_dir = args.models or default_models_dir()
-    clf = CellClassifier.load(models_dir, device=args.device)
+    clf = CellClassifier.load(models_dir, device=args.device, second_look_below=args.second_look)
     if args.data is not None:
         return evaluate_folder(clf, args.data, args.mpp, args.out, args.batch_size)
     if args.transfer:

@@ -178,7 +178,8 @@ _HELD_OUT = {"pbc": ("pbc", cell_data.load_pbc), "segpc": ("segpc", cell_data.lo
 def evaluate_transfer(clf: CellClassifier, held_out: dict[str, cell_data.CropSet] | None = None) -> dict[str, Any]:
     """Every transfer score the data here allows (sets not found are skipped with a warning). ``held_out``:
     the real held-out sets already loaded (a training run's), by the names of :data:`_HELD_OUT`."""
-    result: dict[str, Any] = {"model": f"{clf.record.name} {clf.record.version}", "sha256": clf.record.sha256}
+    result: dict[str, Any] = {"model": f"{clf.record.name} {clf.record.version}", "sha256": clf.record.sha256,
+                              "second_look_below": clf.second_look_below}
     unseen: dict[str, Any] = {}
     if (DATASETS["bccd"].path.parent / "wbc_subtype_labels.csv").exists():
         unseen["bccd"] = score_groups(clf, bccd_cells())
@@ -230,7 +231,9 @@ def transfer_figures(result: dict[str, Any]) -> dict[str, float]:
 
 def format_transfer(result: dict[str, Any]) -> list[str]:
     """Per set: accuracy, per-group recall and what each group is mostly called; then figures vs targets."""
-    lines = [f"transfer of {result['model']} (sha256 {result['sha256'][:12]}…)"]
+    look = result.get("second_look_below", 0)
+    lines = [f"transfer of {result['model']} (sha256 {result['sha256'][:12]}…), "
+             + (f"second look below p {look:g}" if look > 0 else "no second look")]
     for name, s in result.get("unseen_lab", {}).items():
         lines.append(f"  {name}: accuracy {s['accuracy']:.3f} (n={s['n']}){_LABEL_NOTES.get(name, '')}  recall "
                      + " ".join(f"{g}={r:.2f}(n={s['n_by_group'][g]})" for g, r in s["recall"].items()))
