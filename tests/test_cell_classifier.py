@@ -151,6 +151,21 @@ def test_augment_shape_and_range() -> None:
     assert out.shape == (4, 3, CROP_PX, CROP_PX) and out.min() >= 0 and out.max() <= 255
 
 
+def test_swapped_surroundings_keep_the_cell_and_take_another_crops_surroundings() -> None:
+    x = torch.stack([torch.full((3, 64, 64), float(v)) for v in (10, 200)])
+    out = Augment(swap_p=1.0, swap_radius_px=(16.0, 16.0))._swap_surroundings(x, torch.Generator().manual_seed(0))
+    centre, corner = out[:, :, 32, 32], out[:, :, 0, 0]
+    torch.testing.assert_close(centre, x[:, :, 32, 32])
+    torch.testing.assert_close(corner, x.flip(0)[:, :, 0, 0])  # two crops: each takes the other's
+
+
+def test_no_swapped_surroundings_draws_nothing() -> None:
+    """Off by default, and then a run's batches are those of a run before the option existed."""
+    x, gen = torch.rand(4, 3, 32, 32), torch.Generator().manual_seed(0)
+    assert Augment()._swap_surroundings(x, gen) is x
+    assert torch.equal(gen.get_state(), torch.Generator().manual_seed(0).get_state())
+
+
 def test_held_out_split_is_fixed_and_per_class() -> None:
     keys = [f"img{i}" for i in range(200)]
     groups = ["a"] * 100 + ["b"] * 100

@@ -204,3 +204,23 @@ def test_negatives_the_network_is_sure_are_that_code_are_not_trusted() -> None:
     trusted = train_classifier.not_code_loss(logits, torch.tensor([0, 0]), trust=0.5)
     second = train_classifier.not_code_loss(logits[1:], torch.tensor([0]))
     assert torch.isclose(trusted, second / 2) and both > trusted
+
+
+def test_swapped_surroundings_reach_the_training_batches() -> None:
+    """``--swap-surroundings``: training batches keep each crop's centre and change its corners."""
+    n = 16
+    values = np.arange(n, dtype=np.uint8) * 15 + 10
+    data = CropSet(np.broadcast_to(values[:, None, None, None], (n, 128, 128, 3)).copy(),
+                   np.array(["LYT", "NGS"] * (n // 2), "U8"), np.full(n, "pbc", "U16"), np.full(n, "", "U256"),
+                   np.full(n, -1, np.int8), np.full(n, -1, np.int8))
+    sampler = train_classifier.BalancedSampler(data, ("LYT", "NGS"), 0.8, seed=0)
+
+    def first_batch(swap: float) -> torch.Tensor:
+        settings = train_classifier.TrainSettings(batch_size=8, workers=0, swap_surroundings=swap)
+        return next(train_classifier.batches(data, sampler, settings))[1]
+
+    def centre_against_corner(x: torch.Tensor) -> torch.Tensor:  # crops are flat: only a swap makes a step
+        return (x[..., 44:52, 44:52].mean((1, 2, 3)) - x[..., :6, :6].mean((1, 2, 3))).abs()
+
+    plain, swapped = centre_against_corner(first_batch(0.0)), centre_against_corner(first_batch(1.0))
+    assert plain.max() < 2 and (swapped > 5).float().mean() >= 0.5

@@ -23,6 +23,9 @@ class Augment:
     saturation (a nucleus is navy under one lab's stain and violet under another's; some crops lose their
     colour altogether, so shape and texture must carry the class), brightness/contrast and gamma (camera and
     lamp); then blur up to a defocused 1000× photograph, and sensor noise.
+    Surroundings (``swap_p``, off by default): a share of crops keep the cell, a disc of ``swap_radius_px``
+    around the centre, and take everything outside it from another crop of the batch, so the red cells and
+    background around a cell (its lab's look, or the phantom's) say nothing of its class or source.
     """
 
     out_px: int = CROP_PX
@@ -38,11 +41,14 @@ class Augment:
     blur_p: float = 0.5
     blur_max: float = 3.0
     noise: float = 6.0
+    swap_p: float = 0.0
+    swap_radius_px: tuple[float, float] = (28.0, 44.0)
 
     def __call__(self, images: np.ndarray, gen: torch.Generator) -> torch.Tensor:
         """uint8 (B, S, S, 3) → float (B, 3, out_px, out_px) in 0-255."""
         x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
         b, _, s, _ = x.shape
+        x = self._swap_surroundings(x, gen)
         x = self._geometry(x, gen, s)
         x = self._stain(x, gen)
         x = self._blur(x, gen)
@@ -51,6 +57,22 @@ class Augment:
 
     def _u(self, gen: torch.Generator, *shape: int, lo: float = -1.0, hi: float = 1.0) -> torch.Tensor:
         return lo + (hi - lo) * torch.rand(shape, generator=gen)
+
+    def _swap_surroundings(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Each picked crop keeps its centre disc (soft edge of 6 px) and gets another crop's surroundings."""
+        b, _, s, _ = x.shape
+        if self.swap_p <= 0 or b < 2:
+            return x  # no random draws: runs without it keep their batches
+        picked = torch.rand(b, generator=gen) < self.swap_p
+        radius = self._u(gen, b, lo=self.swap_radius_px[0], hi=self.swap_radius_px[1])[:, None, None]
+        r = torch.arange(s, dtype=torch.float32) - (s - 1) / 2
+        distance = torch.sqrt(r[:, None] ** 2 + r[None, :] ** 2)[None]
+        keep = torch.clamp((radius - distance) / 6.0 + 0.5, 0, 1)[:, None]
+        keep = torch.where(picked[:, None, None, None], keep, torch.ones_like(keep))
+        order = torch.randperm(b, generator=gen)
+        donor = torch.empty_like(order)
+        donor[order] = order.roll(1)  # one random cycle through the batch: no crop is its own donor
+        return keep * x + (1 - keep) * x[donor]
 
     def _geometry(self, x: torch.Tensor, gen: torch.Generator, s: int) -> torch.Tensor:
         b = x.shape[0]

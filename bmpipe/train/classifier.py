@@ -99,6 +99,8 @@ class TrainSettings:
     # Weight of the adversarial loss that makes phantom and real cells of a class indistinguishable in the
     # features (0: off). Only classes with both real and phantom images take part.
     domain_weight: float = 0.1
+    # Share of crops whose surroundings are taken from another crop of the batch (``Augment.swap_p``; 0: off).
+    swap_surroundings: float = 0.0
     device: str | None = None  # torch device; default CUDA when there is one
     workers: int = 2  # threads reading and augmenting batches ahead of the network (0: in the training loop)
     checkpoint: Path | None = None  # the run's state, saved every checkpoint_minutes and on Ctrl-C
@@ -283,7 +285,7 @@ def batches(data: CropSet, sampler: BalancedSampler, settings: TrainSettings,
     augmentation overlap the network's step. A batch depends only on the seed and its step number, so a
     resumed run sees exactly the batches an uninterrupted one would have.
     """
-    augment = Augment()
+    augment = Augment(swap_p=settings.swap_surroundings)
 
     def prepare(step: int) -> tuple[np.ndarray, torch.Tensor]:
         rows = sampler.batch(settings.batch_size, step)
@@ -306,7 +308,7 @@ def batches(data: CropSet, sampler: BalancedSampler, settings: TrainSettings,
 #: Settings that shape a run's schedule and batches: a checkpoint resumes only a run that agrees on them.
 _SCHEDULE_KEYS = ("minutes", "steps", "batch_size", "lr", "weight_decay", "warmup", "real_fraction",
                   "label_smoothing", "ema_decay", "seed", "class_weights", "synthetic_only", "negative_fraction",
-                  "domain_weight")
+                  "domain_weight", "swap_surroundings")
 
 
 def run_fingerprint(data: CropSet, codes: tuple[str, ...], settings: TrainSettings) -> str:
@@ -689,7 +691,8 @@ def write_card(
         (f"- input normalised per crop ({config.get('input_norm', 'fixed')}); SegPC non-plasma cells "
          f"{t.get('negative_fraction', 0):.1%} of draws (those it already calls PLM with p ≥ {NEGATIVE_TRUST:g} left "
          "out of the loss); phantom/real feature alignment weight "
-         f"{t.get('domain_weight', 0):g}"),
+         f"{t.get('domain_weight', 0):g}"
+         + (f"; surroundings swapped in {t['swap_surroundings']:.0%} of crops" if t.get("swap_surroundings") else "")),
         *([(f"- **synthetic-only proxy**: real images of {', '.join(t['synthetic_only'])} left out of training "
             "(their held-out real images scored in the transfer section)")] if t.get("synthetic_only") else []),
         *([(f"- warm start: every weight but the new class-head rows began as classifier {config['warm_start']} "
@@ -810,6 +813,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--domain-weight", type=float, default=TrainSettings.domain_weight,
                    help="weight of the loss that makes phantom and real cells of a class alike in the "
                         "features (0 turns it off)")
+    p.add_argument("--swap-surroundings", type=float, default=TrainSettings.swap_surroundings, metavar="P",
+                   help="share of crops that keep their cell and take the surroundings of another crop of the "
+                        "batch (0 turns it off)")
     p.add_argument("--synthetic-only", action="append", default=[], metavar="CODE",
                    help="leave CODE's real images out of training (phantom cells only), to measure how far "
                         "phantom cells carry a class to real ones (evaluate classifier --transfer); repeatable")
@@ -833,7 +839,7 @@ def main(argv: list[str] | None = None) -> int:
         phantom_per_code=args.phantom_per_code, seed=args.seed, threads=args.threads, lr=args.lr,
         init=None if args.init is None else default_models_dir() if args.init == "shipped" else Path(args.init),
         class_weights=class_weights, synthetic_only=tuple(c.upper() for c in args.synthetic_only),
-        domain_weight=args.domain_weight, device=args.device, workers=args.workers,
+        domain_weight=args.domain_weight, swap_surroundings=args.swap_surroundings, device=args.device, workers=args.workers,
         checkpoint_minutes=args.checkpoint_minutes, resume=args.resume,
     )
     record = train_classifier(
