@@ -64,11 +64,11 @@ class Augment:
         if self.swap_p <= 0 or b < 2:
             return x  # no random draws: runs without it keep their batches
         picked = torch.rand(b, generator=gen) < self.swap_p
-        radius = self._u(gen, b, lo=self.swap_radius_px[0], hi=self.swap_radius_px[1])[:, None, None]
+        radius = self._u(gen, b, lo=self.swap_radius_px[0], hi=self.swap_radius_px[1])
+        radius = torch.where(picked, radius, torch.inf)[:, None, None]  # a crop not picked keeps everything
         r = torch.arange(s, dtype=torch.float32) - (s - 1) / 2
         distance = torch.sqrt(r[:, None] ** 2 + r[None, :] ** 2)[None]
         keep = torch.clamp((radius - distance) / 6.0 + 0.5, 0, 1)[:, None]
-        keep = torch.where(picked[:, None, None, None], keep, torch.ones_like(keep))
         order = torch.randperm(b, generator=gen)
         donor = torch.empty_like(order)
         donor[order] = order.roll(1)  # one random cycle through the batch: no crop is its own donor

@@ -692,7 +692,8 @@ def write_card(
          f"{t.get('negative_fraction', 0):.1%} of draws (those it already calls PLM with p ≥ {NEGATIVE_TRUST:g} left "
          "out of the loss); phantom/real feature alignment weight "
          f"{t.get('domain_weight', 0):g}"
-         + (f"; surroundings swapped in {t['swap_surroundings']:.0%} of crops" if t.get("swap_surroundings") else "")),
+         + (f"; surroundings swapped in {t['swap_surroundings']:.0%} of crops"
+            if t.get("swap_surroundings") else "")),
         *([(f"- **synthetic-only proxy**: real images of {', '.join(t['synthetic_only'])} left out of training "
             "(their held-out real images scored in the transfer section)")] if t.get("synthetic_only") else []),
         *([(f"- warm start: every weight but the new class-head rows began as classifier {config['warm_start']} "
@@ -839,7 +840,8 @@ def main(argv: list[str] | None = None) -> int:
         phantom_per_code=args.phantom_per_code, seed=args.seed, threads=args.threads, lr=args.lr,
         init=None if args.init is None else default_models_dir() if args.init == "shipped" else Path(args.init),
         class_weights=class_weights, synthetic_only=tuple(c.upper() for c in args.synthetic_only),
-        domain_weight=args.domain_weight, swap_surroundings=args.swap_surroundings, device=args.device, workers=args.workers,
+        domain_weight=args.domain_weight, swap_surroundings=args.swap_surroundings, device=args.device,
+        workers=args.workers,
         checkpoint_minutes=args.checkpoint_minutes, resume=args.resume,
     )
     record = train_classifier(
