@@ -4,14 +4,23 @@ say whether it does (BCCD and wbc_seg stay out of training; SegPC non-plasma cel
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from bmpipe.datasets.cell_data import CropSet, empty_cropset
+from bmpipe.datasets.cell_data import STORE_PX, CropSet, empty_cropset
 from bmpipe.datasets.detector_data import SEGPC_MPP_BY_PAD, segpc_mpp
+from bmpipe.evaluation import classifier as evaluation_classifier
+from bmpipe.evaluation.transfer import (
+    GroupedCells,
+    TransferSets,
+    compare_transfer,
+    evaluate_transfer,
+    format_comparison,
+)
 from bmpipe.nn.cell_classifier import CROP_PX, CellClassifier, CellNet, default_config
 from bmpipe.nn.stain import StainCheck, unlike_share
 from bmpipe.nn.weights import save_model
@@ -224,3 +233,48 @@ def test_swapped_surroundings_reach_the_training_batches() -> None:
 
     plain, swapped = centre_against_corner(first_batch(0.0)), centre_against_corner(first_batch(1.0))
     assert plain.max() < 2 and (swapped > 5).float().mean() >= 0.5
+
+
+def _transfer_sets() -> TransferSets:
+    rng = np.random.default_rng(0)
+
+    def stored(n: int) -> np.ndarray:
+        return rng.integers(0, 255, (n, STORE_PX, STORE_PX, 3), dtype=np.uint8)
+
+    def cropset(codes: list[str], paths: list[str]) -> CropSet:
+        n = len(codes)
+        return CropSet(stored(n), np.array(codes, "U8"), np.full(n, "x", "U16"), np.array(paths, "U256"),
+                       np.full(n, -1, np.int8), np.full(n, -1, np.int8))
+
+    lab = GroupedCells("lab", stored(12)[:, 16:-16, 16:-16], ["lymphocyte"] * 6 + ["neutrophil"] * 6,
+                       [f"{i}.png" for i in range(12)])
+    pbc = cropset(["LYT"] * 5 + ["PLT"] * 5, [f"/pbc/{'lymphocyte' if i < 5 else 'platelet'}/{i}.jpg"
+                                                for i in range(10)])
+    return TransferSets({"bccd": lab}, {"pbc": pbc, "segpc": cropset(["PLM"] * 7, [""] * 7),
+                                        "segpc-other": cropset([""] * 9, [""] * 9)})
+
+
+def test_transfer_figures_keep_each_cells_outcome_and_compare_on_the_same_cells(tmp_path: Path) -> None:
+    clf = _classifier(tmp_path, {"BLA": ["phantom"], "LYT": ["pbc"], "PLM": ["segpc"]}, [])
+    result = evaluate_transfer(clf, _transfer_sets())
+    assert set(result["figures"]) == {"bccd_accuracy", "segpc_plm_recall", "segpc_others_not_plm",
+                                      "pbc_group_macro_f1"}
+    assert [len(result["outcomes"][k][""]["hit"]) for k in ("bccd_accuracy", "segpc_plm_recall",
+                                                             "segpc_others_not_plm")] == [12, 7, 9]
+    assert result["figures"]["segpc_plm_recall"] == result["segpc"]["plm_recall"]
+    assert result["figures"]["bccd_accuracy"] == result["unseen_lab"]["bccd"]["accuracy"]
+    assert all(lo <= result["figures"][k] <= hi for k, (lo, hi) in result["intervals"].items())
+    json.dumps(result)  # transfer.json holds the outcomes as they are
+
+    again = evaluate_transfer(clf, _transfer_sets())
+    changes = compare_transfer(result, again)
+    assert set(changes) == set(result["figures"])
+    assert all(c.before == c.after and c.verdict == "within noise" for c in changes.values())
+    lines = format_comparison(result, changes)
+    assert any(line.strip().startswith("BCCD white cells") and "+0.000" in line for line in lines)
+
+
+def test_against_is_refused_without_transfer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        evaluation_classifier.main(["--against", str(tmp_path)])
+    assert "--against compares transfer figures" in capsys.readouterr().err

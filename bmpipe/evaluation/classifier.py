@@ -16,7 +16,7 @@ import logging
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -146,11 +146,15 @@ def pbc_group_scores(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def evaluate_pbc_groups(clf: CellClassifier, pbc: CropSet) -> dict[str, Any]:
-    """:func:`pbc_group_scores` of ``clf`` on PBC cells (folder = group), without the 16-rotation grades."""
+def pbc_group_calls(clf: CellClassifier, pbc: CropSet) -> tuple[list[str], list[str]]:
+    """Each PBC cell's group (its folder) and the group ``clf`` calls it, without the 16-rotation grades."""
     labels = clf.predict(pbc.centre_crops(), grade_neutrophils=False).label
-    groups = [Path(p).parent.name for p in pbc.paths]
-    return pbc_group_scores(class_report(groups, [pbc_group(str(p)) for p in labels], tolerate=False))
+    return [Path(p).parent.name for p in pbc.paths], [pbc_group(str(p)) for p in labels]
+
+
+def evaluate_pbc_groups(clf: CellClassifier, pbc: CropSet) -> dict[str, Any]:
+    """:func:`pbc_group_scores` of ``clf`` on PBC cells (folder = group)."""
+    return pbc_group_scores(class_report(*pbc_group_calls(clf, pbc), tolerate=False))
 
 
 def format_group_scores(g: dict[str, Any]) -> str:
@@ -452,11 +456,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--transfer", action="store_true",
                    help="score real cells from sources never trained on (BCCD, wbc_seg, SegPC non-plasma "
                         "cells) and the synthetic-only proxy; writes transfer.json")
+    p.add_argument("--against", type=Path, default=None, metavar="DIR",
+                   help="with --transfer: also score the classifier in models folder DIR on the same cells, and "
+                        "print each figure's change with its 95%% paired interval (default: none)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if args.against is not None and not args.transfer:
+        p.error("--against compares transfer figures: give --transfer with it")
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -465,12 +475,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.data is not None:
         return evaluate_folder(clf, args.data, args.mpp, args.out, args.batch_size)
     if args.transfer:
-        from bmpipe.evaluation.transfer import evaluate_transfer, format_transfer, write_transfer
-
-        result = evaluate_transfer(clf)
-        print("\n".join([*format_transfer(result), f"written {write_transfer(result, args.out)}"]))
-        return 0
+        return _transfer(clf, args)
     return evaluate_held_out(clf, models_dir, args.out, args.phantom_per_code)
+
+
+def _transfer(clf: CellClassifier, args: argparse.Namespace) -> int:
+    from bmpipe.evaluation import transfer
+
+    sets = transfer.load_transfer_sets()
+    result = transfer.evaluate_transfer(clf, sets)
+    lines = transfer.format_transfer(result)
+    if args.against is not None:
+        base = CellClassifier.load(args.against, device=args.device, second_look_below=args.second_look)
+        before = transfer.evaluate_transfer(base, sets)
+        changes = transfer.compare_transfer(before, result)
+        lines += transfer.format_comparison(before, changes)
+        result["change_from"] = {"model": before["model"], "sha256": before["sha256"],
+                                 "figures": {k: {**asdict(c), "verdict": c.verdict} for k, c in changes.items()}}
+    print("\n".join([*lines, f"written {transfer.write_transfer(result, args.out)}"]))
+    return 0
 
 
 if __name__ == "__main__":

@@ -31,7 +31,15 @@ import numpy as np
 from bmpipe.datasets import cell_data
 from bmpipe.datasets.catalog import DATASETS, data_root
 from bmpipe.datasets.detector_data import voc_boxes
-from bmpipe.evaluation.classifier import PBC_GROUPS, Target, class_report, evaluate_pbc_groups, pbc_group
+from bmpipe.evaluation import outcomes
+from bmpipe.evaluation.classifier import (
+    PBC_GROUPS,
+    Target,
+    class_report,
+    pbc_group,
+    pbc_group_calls,
+    pbc_group_scores,
+)
 from bmpipe.imaging.image_files import read_rgb
 from bmpipe.nn.cell_classifier import CROP_PX, CellClassifier, single_cell_crop
 from bmpipe.resolution import Mpp
@@ -128,9 +136,11 @@ def _stack(crops: list[np.ndarray]) -> np.ndarray:
 
 
 def score_groups(clf: CellClassifier, cells: GroupedCells) -> dict[str, Any]:
-    """Accuracy and per-group recall in PBC's groups, and what each group is mostly called (codes)."""
+    """Accuracy and per-group recall in PBC's groups, what each group is mostly called (codes), and each
+    cell's outcome (``hit``: called in its group)."""
     labels = [str(p) for p in clf.predict(cells.crops, grade_neutrophils=False).label]
-    report = class_report(cells.groups, [pbc_group(p) for p in labels], tolerate=False)
+    called_groups = [pbc_group(p) for p in labels]
+    report = class_report(cells.groups, called_groups, tolerate=False)
     called = {g: Counter(p for p, t in zip(labels, cells.groups) if t == g).most_common(3)
               for g in PBC_GROUPS if g in cells.groups}
     return {
@@ -139,20 +149,22 @@ def score_groups(clf: CellClassifier, cells: GroupedCells) -> dict[str, Any]:
         "recall": {g: r["strict"][1] for g, r in report["rows"].items()},
         "n_by_group": {g: r["n"] for g, r in report["rows"].items()},
         "called": {g: [[c, n] for c, n in top] for g, top in called.items()},
+        "hit": [c == g for c, g in zip(called_groups, cells.groups)],
     }
 
 
 def score_segpc(clf: CellClassifier, plasma: cell_data.CropSet, others: cell_data.CropSet) -> dict[str, Any]:
-    """Held-out SegPC fields: plasma-cell recall, and the share of the other marrow cells called PLM."""
+    """Held-out SegPC fields: plasma-cell recall, and the share of the other marrow cells called PLM (with
+    each cell's call, ``plm_called`` and ``others_called_plm_each``)."""
     out: dict[str, Any] = {}
     if len(plasma):
-        out["plm_recall"] = float(np.mean(clf.predict(plasma.centre_crops(), grade_neutrophils=False).label == "PLM"))
-        out["plm_n"] = len(plasma)
+        called = clf.predict(plasma.centre_crops(), grade_neutrophils=False).label == "PLM"
+        out.update(plm_recall=float(np.mean(called)), plm_n=len(plasma), plm_called=called.tolist())
     if len(others):
         labels = clf.predict(others.centre_crops(), grade_neutrophils=False).label
-        out["others_called_plm"] = float(np.mean(labels == "PLM"))
-        out["others_n"] = len(others)
-        out["others_called"] = [[str(c), n] for c, n in Counter(labels.tolist()).most_common(5)]
+        out.update(others_called_plm=float(np.mean(labels == "PLM")), others_n=len(others),
+                   others_called=[[str(c), n] for c, n in Counter(labels.tolist()).most_common(5)],
+                   others_called_plm_each=(labels == "PLM").tolist())
     return out
 
 
@@ -166,7 +178,8 @@ def score_synthetic_only(clf: CellClassifier, real_held_out: dict[str, cell_data
         if crops:
             labels = clf.predict(np.concatenate(crops), grade_neutrophils=False).label
             recall[code] = {"recall": float(np.mean(labels == code)), "n": int(sum(len(c) for c in crops)),
-                            "called": [[str(c), n] for c, n in Counter(labels.tolist()).most_common(3)]}
+                            "called": [[str(c), n] for c, n in Counter(labels.tolist()).most_common(3)],
+                            "hit": (labels == code).tolist()}
     return recall
 
 
@@ -174,59 +187,107 @@ def score_synthetic_only(clf: CellClassifier, real_held_out: dict[str, cell_data
 _HELD_OUT = {"pbc": ("pbc", cell_data.load_pbc), "segpc": ("segpc", cell_data.load_segpc),
              "segpc-other": ("segpc", cell_data.load_segpc_others)}
 
+#: How each figure of :data:`TRANSFER_TARGETS` comes from its cells' outcomes.
+FIGURE_STATS: dict[str, outcomes.Stat] = {
+    "bccd_accuracy": outcomes.share_of_hits,
+    "wbc_seg_1_accuracy": outcomes.share_of_hits,
+    "wbc_seg_2_accuracy": outcomes.share_of_hits,
+    "segpc_others_not_plm": outcomes.share_of_hits,
+    "segpc_plm_recall": outcomes.share_of_hits,
+    "pbc_group_macro_f1": outcomes.macro_f1,
+    "synthetic_only_mean_recall": outcomes.mean_recall,
+    "synthetic_only_min_recall": outcomes.lowest_recall,
+}
 
-def evaluate_transfer(clf: CellClassifier, held_out: dict[str, cell_data.CropSet] | None = None) -> dict[str, Any]:
-    """Every transfer score the data here allows (sets not found are skipped with a warning). ``held_out``:
-    the real held-out sets already loaded (a training run's), by the names of :data:`_HELD_OUT`."""
-    result: dict[str, Any] = {"model": f"{clf.record.name} {clf.record.version}", "sha256": clf.record.sha256,
-                              "second_look_below": clf.second_look_below}
-    unseen: dict[str, Any] = {}
+
+@dataclass
+class TransferSets:
+    """The cells every transfer score is computed on, loaded once so that two models are scored on the same
+    cells: unseen labs' cells by set name, and the real held-out sets by the names of :data:`_HELD_OUT`."""
+
+    unseen: dict[str, GroupedCells]
+    real: dict[str, cell_data.CropSet]
+
+
+def load_transfer_sets(held_out: dict[str, cell_data.CropSet] | None = None) -> TransferSets:
+    """Every set the data here holds (sets not found are skipped with a warning). ``held_out``: the real
+    held-out sets already loaded (a training run's), by the names of :data:`_HELD_OUT`."""
+    unseen: dict[str, GroupedCells] = {}
     if (DATASETS["bccd"].path.parent / "wbc_subtype_labels.csv").exists():
-        unseen["bccd"] = score_groups(clf, bccd_cells())
+        unseen["bccd"] = bccd_cells()
     else:
         log.warning("BCCD subtype labels not found under %s; not scored", DATASETS["bccd"].path.parent)
     for dataset in WBC_SEG_MPP:
         if (data_root() / "wbc_seg" / dataset).is_dir():
-            unseen[f"wbc_seg_{dataset.split()[-1]}"] = score_groups(clf, wbc_seg_cells(dataset))
+            unseen[f"wbc_seg_{dataset.split()[-1]}"] = wbc_seg_cells(dataset)
         else:
             log.warning("wbc_seg %s not found; not scored", dataset)
-    result["unseen_lab"] = unseen
     real = dict(held_out or {})
     for name, (dataset, loader) in _HELD_OUT.items():
         if name not in real and DATASETS[dataset].path.is_dir():
             real[name] = loader()[1]
+    return TransferSets(unseen, real)
+
+
+def evaluate_transfer(clf: CellClassifier, sets: TransferSets | None = None) -> dict[str, Any]:
+    """Every transfer score of ``clf`` on ``sets`` (default: :func:`load_transfer_sets`), with each figure's
+    per-cell outcomes (``outcomes``, by the keys of :data:`TRANSFER_TARGETS`)."""
+    sets = sets or load_transfer_sets()
+    result: dict[str, Any] = {"model": f"{clf.record.name} {clf.record.version}", "sha256": clf.record.sha256,
+                              "second_look_below": clf.second_look_below}
+    result["unseen_lab"] = {name: score_groups(clf, cells) for name, cells in sets.unseen.items()}
+    found: dict[str, outcomes.Outcome] = {}
+    for name, s in result["unseen_lab"].items():
+        found[f"{name}_accuracy"] = outcomes.hits(s.pop("hit"))
+    real = sets.real
     if "segpc" in real:
-        result["segpc"] = score_segpc(clf, real["segpc"], real.get("segpc-other", cell_data.empty_cropset()))
+        segpc = score_segpc(clf, real["segpc"], real.get("segpc-other", cell_data.empty_cropset()))
+        if "plm_called" in segpc:
+            found["segpc_plm_recall"] = outcomes.hits(segpc.pop("plm_called"))
+        if "others_called_plm_each" in segpc:
+            found["segpc_others_not_plm"] = outcomes.hits(not c for c in segpc.pop("others_called_plm_each"))
+        result["segpc"] = segpc
     if "pbc" in real:
-        result["pbc_groups"] = evaluate_pbc_groups(clf, real["pbc"])
+        truth, called = pbc_group_calls(clf, real["pbc"])
+        result["pbc_groups"] = pbc_group_scores(class_report(truth, called, tolerate=False))
+        found["pbc_group_macro_f1"] = outcomes.calls(truth, called)
     proxy = score_synthetic_only(clf, {k: v for k, v in real.items() if k in ("pbc", "segpc")})
     if proxy:
+        per_code = outcomes.hits_by_stratum({code: v.pop("hit") for code, v in proxy.items()})
+        found["synthetic_only_mean_recall"] = found["synthetic_only_min_recall"] = per_code
         result["synthetic_only"] = proxy
+    result["outcomes"] = found
     result["figures"] = transfer_figures(result)
+    result["intervals"] = {key: outcomes.interval(o, FIGURE_STATS[key]) for key, o in found.items()}
     return result
 
 
 def transfer_figures(result: dict[str, Any]) -> dict[str, float]:
-    """The figures :data:`TRANSFER_TARGETS` names, from an :func:`evaluate_transfer` result."""
-    figures: dict[str, float] = {}
-    unseen = result.get("unseen_lab", {})
-    for key, name in (("bccd_accuracy", "bccd"), ("wbc_seg_1_accuracy", "wbc_seg_1"),
-                      ("wbc_seg_2_accuracy", "wbc_seg_2")):
-        if name in unseen:
-            figures[key] = unseen[name]["accuracy"]
-    segpc = result.get("segpc", {})
-    if "others_called_plm" in segpc:
-        figures["segpc_others_not_plm"] = 1 - segpc["others_called_plm"]
-    if "plm_recall" in segpc:
-        figures["segpc_plm_recall"] = segpc["plm_recall"]
-    if "pbc_groups" in result:
-        figures["pbc_group_macro_f1"] = result["pbc_groups"]["macro_f1"]
-    proxy = result.get("synthetic_only")
-    if proxy:
-        recalls = [v["recall"] for v in proxy.values()]
-        figures["synthetic_only_mean_recall"] = float(np.mean(recalls))
-        figures["synthetic_only_min_recall"] = float(np.min(recalls))
-    return figures
+    """The figures :data:`TRANSFER_TARGETS` names, from the per-cell outcomes of an :func:`evaluate_transfer`
+    result."""
+    return {key: FIGURE_STATS[key](o) for key, o in result["outcomes"].items()}
+
+
+def compare_transfer(before: dict[str, Any], after: dict[str, Any]) -> dict[str, outcomes.Change]:
+    """Each figure both results hold on the same cells: before, after, and the paired interval of the change
+    (figures on different cells, such as two proxies of different classes, are left out)."""
+    changes = {}
+    for key, stat in FIGURE_STATS.items():
+        b, a = before["outcomes"].get(key), after["outcomes"].get(key)
+        if b is not None and a is not None and outcomes.same_cells(b, a):
+            changes[key] = outcomes.paired_change(b, a, stat)
+    return changes
+
+
+def format_comparison(before: dict[str, Any], changes: dict[str, outcomes.Change]) -> list[str]:
+    """The changes of :func:`compare_transfer`, one line per figure, beside the model they are measured from."""
+    head = (f"change from {before['model']} (sha256 {before['sha256'][:12]}…) on the same cells, "
+            f"with the {outcomes.CONFIDENCE:.0%} paired bootstrap interval of the change:")
+    lines = [head]
+    for key, c in changes.items():
+        lines.append(f"  {TRANSFER_TARGETS[key].label:<52} {c.before:.3f} → {c.after:.3f}  "
+                     f"{c.after - c.before:+.3f} [{c.low:+.3f}, {c.high:+.3f}]  {c.verdict}")
+    return lines
 
 
 def format_transfer(result: dict[str, Any]) -> list[str]:
@@ -248,11 +309,11 @@ def format_transfer(result: dict[str, Any]) -> list[str]:
     for code, v in result.get("synthetic_only", {}).items():
         lines.append(f"  synthetic-only {code}: recall on real {v['recall']:.3f} (n={v['n']}; called "
                      + ", ".join(f"{c} {n}" for c, n in v["called"]) + ")")
-    lines.append("targets:")
+    lines.append(f"targets ({outcomes.CONFIDENCE:.0%} interval over these cells):")
     for key, t in TRANSFER_TARGETS.items():
         if key in result["figures"]:
-            v = result["figures"][key]
-            lines.append(f"  {t.label:<52} {v:.3f}  (target ≥ {t.at_least:.2f})  "
+            v, (low, high) = result["figures"][key], result["intervals"][key]
+            lines.append(f"  {t.label:<52} {v:.3f} [{low:.3f}, {high:.3f}]  (target ≥ {t.at_least:.2f})  "
                          + ("met" if v >= t.at_least else "NOT MET"))
         elif key.startswith("synthetic_only"):
             lines.append(f"  {t.label:<52} not measured: needs a model trained with --synthetic-only")

@@ -45,7 +45,7 @@ from bmpipe.datasets.catalog import DATASETS
 from bmpipe.datasets.cell_data import CropSet
 from bmpipe.errors import InputError
 from bmpipe.evaluation.classifier import evaluate, format_metrics, speed_on_pbc
-from bmpipe.evaluation.transfer import evaluate_transfer, format_transfer, write_transfer
+from bmpipe.evaluation.transfer import evaluate_transfer, format_transfer, load_transfer_sets, write_transfer
 from bmpipe.nn.cell_classifier import (
     MODEL_NAME,
     CellClassifier,
@@ -578,7 +578,7 @@ def finish(model: CellNet, config: dict[str, Any], data: TrainingData, models_di
         log.info("%s", line)
     scores = None
     if transfer:
-        scores = evaluate_transfer(clf, data.held_out)
+        scores = evaluate_transfer(clf, load_transfer_sets(data.held_out))
         for line in format_transfer(scores):
             log.info("%s", line)
         write_transfer(scores, work)
