@@ -17,9 +17,10 @@ from bmpipe.evaluation import classifier as evaluation_classifier
 from bmpipe.evaluation.transfer import (
     GroupedCells,
     TransferSets,
+    change_from,
     compare_transfer,
     evaluate_transfer,
-    format_comparison,
+    format_transfer,
 )
 from bmpipe.nn.cell_classifier import CROP_PX, CellClassifier, CellNet, default_config
 from bmpipe.nn.stain import StainCheck, unlike_share
@@ -270,8 +271,11 @@ def test_transfer_figures_keep_each_cells_outcome_and_compare_on_the_same_cells(
     changes = compare_transfer(result, again)
     assert set(changes) == set(result["figures"])
     assert all(c.before == c.after and c.verdict == "within noise" for c in changes.values())
-    lines = format_comparison(result, changes)
-    assert any(line.strip().startswith("BCCD white cells") and "+0.000" in line for line in lines)
+    again["change_from"] = change_from(result, again)
+    json.dumps(again)
+    lines = format_transfer(again)
+    assert any(line.strip().startswith("BCCD white cells") and "+0.000 [+0.000, +0.000]  within noise" in line
+               for line in lines)
 
 
 def test_against_is_refused_without_transfer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

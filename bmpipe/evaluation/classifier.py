@@ -16,7 +16,7 @@ import logging
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -484,15 +484,10 @@ def _transfer(clf: CellClassifier, args: argparse.Namespace) -> int:
 
     sets = transfer.load_transfer_sets()
     result = transfer.evaluate_transfer(clf, sets)
-    lines = transfer.format_transfer(result)
     if args.against is not None:
         base = CellClassifier.load(args.against, device=args.device, second_look_below=args.second_look)
-        before = transfer.evaluate_transfer(base, sets)
-        changes = transfer.compare_transfer(before, result)
-        lines += transfer.format_comparison(before, changes)
-        result["change_from"] = {"model": before["model"], "sha256": before["sha256"],
-                                 "figures": {k: {**asdict(c), "verdict": c.verdict} for k, c in changes.items()}}
-    print("\n".join([*lines, f"written {transfer.write_transfer(result, args.out)}"]))
+        result["change_from"] = transfer.change_from(transfer.evaluate_transfer(base, sets), result)
+    print("\n".join([*transfer.format_transfer(result), f"written {transfer.write_transfer(result, args.out)}"]))
     return 0
 
 

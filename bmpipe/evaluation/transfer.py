@@ -21,7 +21,7 @@ import csv
 import json
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -279,14 +279,21 @@ def compare_transfer(before: dict[str, Any], after: dict[str, Any]) -> dict[str,
     return changes
 
 
-def format_comparison(before: dict[str, Any], changes: dict[str, outcomes.Change]) -> list[str]:
-    """The changes of :func:`compare_transfer`, one line per figure, beside the model they are measured from."""
-    head = (f"change from {before['model']} (sha256 {before['sha256'][:12]}…) on the same cells, "
+def change_from(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """:func:`compare_transfer` as a record for ``after["change_from"]``: :func:`format_transfer` prints it and
+    ``transfer.json`` keeps it."""
+    return {"model": before["model"], "sha256": before["sha256"],
+            "figures": {k: {**asdict(c), "verdict": c.verdict} for k, c in compare_transfer(before, after).items()}}
+
+
+def format_comparison(record: dict[str, Any]) -> list[str]:
+    """A :func:`change_from` record, one line per figure."""
+    head = (f"change from {record['model']} (sha256 {record['sha256'][:12]}…) on the same cells, "
             f"with the {outcomes.CONFIDENCE:.0%} paired bootstrap interval of the change:")
     lines = [head]
-    for key, c in changes.items():
-        lines.append(f"  {TRANSFER_TARGETS[key].label:<52} {c.before:.3f} → {c.after:.3f}  "
-                     f"{c.after - c.before:+.3f} [{c.low:+.3f}, {c.high:+.3f}]  {c.verdict}")
+    for key, c in record["figures"].items():
+        lines.append(f"  {TRANSFER_TARGETS[key].label:<52} {c['before']:.3f} → {c['after']:.3f}  "
+                     f"{c['after'] - c['before']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]  {c['verdict']}")
     return lines
 
 
@@ -317,6 +324,8 @@ def format_transfer(result: dict[str, Any]) -> list[str]:
                          + ("met" if v >= t.at_least else "NOT MET"))
         elif key.startswith("synthetic_only"):
             lines.append(f"  {t.label:<52} not measured: needs a model trained with --synthetic-only")
+    if "change_from" in result:
+        lines += format_comparison(result["change_from"])
     return lines
 
 

@@ -45,7 +45,13 @@ from bmpipe.datasets.catalog import DATASETS
 from bmpipe.datasets.cell_data import CropSet
 from bmpipe.errors import InputError
 from bmpipe.evaluation.classifier import evaluate, format_metrics, speed_on_pbc
-from bmpipe.evaluation.transfer import evaluate_transfer, format_transfer, load_transfer_sets, write_transfer
+from bmpipe.evaluation.transfer import (
+    change_from,
+    evaluate_transfer,
+    format_transfer,
+    load_transfer_sets,
+    write_transfer,
+)
 from bmpipe.nn.cell_classifier import (
     MODEL_NAME,
     CellClassifier,
@@ -552,7 +558,8 @@ def train_classifier(
     config["training"] = {**{k: v for k, v in asdict(settings).items() if k not in _RUN_ONLY}, **stats}
     work.mkdir(parents=True, exist_ok=True)
     (work / "training.json").write_text(json.dumps(config["training"], indent=1, default=str), "utf-8")
-    record = finish(model, config, data, models_dir, version or time.strftime("%Y.%m.%d"), work, transfer)
+    record = finish(model, config, data, models_dir, version or time.strftime("%Y.%m.%d"), work, transfer,
+                    settings.init)
     settings.checkpoint.unlink(missing_ok=True)  # finished: nothing left to resume
     log.info("total %.0f s", time.monotonic() - t0)
     return record
@@ -565,9 +572,10 @@ _RUN_ONLY = ("threads", "init", "device", "workers", "checkpoint", "checkpoint_m
 
 
 def finish(model: CellNet, config: dict[str, Any], data: TrainingData, models_dir: Path, version: str,
-           work: Path, transfer: bool = True) -> ModelRecord:
+           work: Path, transfer: bool = True, started_from: Path | None = None) -> ModelRecord:
     """A trained network's stain check, weights (safetensors + manifest), held-out and transfer scores and
-    model card."""
+    model card. A fine-tune (``started_from``: the models folder of its first weights) also scores those
+    weights on the same cells, so its log, ``transfer.json`` and card say what the run changed."""
     config.update(fit_stain_check(data, config["training"]["seed"]))
     record = save_model(model, models_dir, MODEL_NAME, version, config)
     log.info("saved %s (%s) sha256 %s", record.file, version, record.sha256)
@@ -578,7 +586,11 @@ def finish(model: CellNet, config: dict[str, Any], data: TrainingData, models_di
         log.info("%s", line)
     scores = None
     if transfer:
-        scores = evaluate_transfer(clf, load_transfer_sets(data.held_out))
+        sets = load_transfer_sets(data.held_out)
+        scores = evaluate_transfer(clf, sets)
+        if started_from is not None:
+            scores["change_from"] = change_from(evaluate_transfer(CellClassifier.load(started_from, "cpu"), sets),
+                                                scores)
         for line in format_transfer(scores):
             log.info("%s", line)
         write_transfer(scores, work)
