@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from bmpipe.datasets.cell_data import STORE_PX, CropSet, empty_cropset
+from bmpipe.datasets.catalog import DATASETS
+from bmpipe.datasets.cell_data import (
+    STORE_PX,
+    WHITE_CELL_IS_NOT,
+    CropSet,
+    empty_cropset,
+    load_txl_white_cells,
+)
 from bmpipe.datasets.detector_data import SEGPC_MPP_BY_PAD, segpc_mpp
 from bmpipe.evaluation import classifier as evaluation_classifier
 from bmpipe.evaluation.transfer import (
@@ -22,6 +29,7 @@ from bmpipe.evaluation.transfer import (
     evaluate_transfer,
     format_transfer,
 )
+from bmpipe.imaging.image_files import read_rgb
 from bmpipe.nn.cell_classifier import CROP_PX, CellClassifier, CellNet, default_config
 from bmpipe.nn.stain import StainCheck, unlike_share
 from bmpipe.nn.weights import save_model
@@ -53,11 +61,11 @@ def test_segpc_cameras_are_told_apart_by_their_letterbox(rows: int, expected: fl
     assert set(SEGPC_MPP_BY_PAD) == {63, 64}
 
 
-def test_not_code_loss_is_minus_log_of_not_being_that_code() -> None:
+def test_not_code_loss_is_minus_log_of_not_being_any_of_those_codes() -> None:
     logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 3.0, 1.0]])
     p = torch.softmax(logits, 1)
-    loss = train_classifier.not_code_loss(logits, torch.tensor([0, 1]))
-    expected = -(torch.log(1 - p[0, 0]) + torch.log(1 - p[1, 1])) / 2
+    loss = train_classifier.not_code_loss(logits, torch.tensor([[True, False, False], [False, True, True]]))
+    expected = -(torch.log(1 - p[0, 0]) + torch.log(1 - p[1, 1] - p[1, 2])) / 2
     assert torch.isclose(loss, expected)
 
 
@@ -65,7 +73,7 @@ def _cropset(codes: list[str], sources: list[str], not_codes: list[str] | None =
     n = len(codes)
     return CropSet(np.zeros((n, 8, 8, 3), np.uint8), np.array(codes, "U8"), np.array(sources, "U16"),
                    np.full(n, "", "U256"), np.full(n, -1, np.int8), np.full(n, -1, np.int8),
-                   None if not_codes is None else np.array(not_codes, "U8"))
+                   None if not_codes is None else np.array(not_codes, "U32"))
 
 
 def test_sampler_draws_negatives_at_their_share_and_classes_evenly() -> None:
@@ -78,6 +86,15 @@ def test_sampler_draws_negatives_at_their_share_and_classes_evenly() -> None:
     assert abs(np.mean(kind == "LYT") - np.mean(kind == "PLM")) < 0.05
     no_negatives = data.subset(np.arange(55))
     assert train_classifier.BalancedSampler(no_negatives, ("LYT", "PLM"), 0.65, 0, 0.2).negative_fraction == 0.0
+
+
+def test_each_source_of_negatives_is_drawn_at_the_negative_share() -> None:
+    """A second set of cells known by what they are not (another lab's white cells) does not thin the first."""
+    data = _cropset(["LYT"] * 50 + [""] * 40 + [""] * 10, ["pbc"] * 50 + ["segpc-other"] * 40 + ["txl-white"] * 10,
+                    [""] * 50 + ["PLM"] * 40 + ["ART KSC"] * 10)
+    sampler = train_classifier.BalancedSampler(data, ("LYT",), 0.65, seed=0, negative_fraction=0.1)
+    source = data.sources[np.concatenate([sampler.batch(100, step) for step in range(50)])]
+    assert abs(np.mean(source == "segpc-other") - 0.1) < 0.02 and abs(np.mean(source == "txl-white") - 0.1) < 0.02
 
 
 def test_crop_normalised_network_ignores_a_labs_colour_cast_and_contrast() -> None:
@@ -210,10 +227,14 @@ def test_fit_with_domain_alignment_trains_and_leaves_no_critic_in_the_model() ->
 
 def test_negatives_the_network_is_sure_are_that_code_are_not_trusted() -> None:
     logits = torch.tensor([[4.0, 0.0, 0.0], [-2.0, 1.0, 0.0]])  # p(code 0): 0.96, 0.04
-    both = train_classifier.not_code_loss(logits, torch.tensor([0, 0]))
-    trusted = train_classifier.not_code_loss(logits, torch.tensor([0, 0]), trust=0.5)
-    second = train_classifier.not_code_loss(logits[1:], torch.tensor([0]))
+    code_0 = torch.tensor([[True, False, False]] * 2)
+    both = train_classifier.not_code_loss(logits, code_0)
+    trusted = train_classifier.not_code_loss(logits, code_0, trust=0.5)
+    second = train_classifier.not_code_loss(logits[1:], code_0[1:])
     assert torch.isclose(trusted, second / 2) and both > trusted
+    per_row = train_classifier.not_code_loss(logits, code_0, trust=torch.tensor([1.0, 0.5]))
+    assert torch.isclose(per_row, both)  # the first row is trusted by its own source's rule
+    assert train_classifier.NEGATIVE_TRUST["segpc-other"] < 1.0 and "txl-white" not in train_classifier.NEGATIVE_TRUST
 
 
 def test_swapped_surroundings_reach_the_training_batches() -> None:
@@ -282,3 +303,14 @@ def test_against_is_refused_without_transfer(tmp_path: Path, capsys: pytest.Capt
     with pytest.raises(SystemExit):
         evaluation_classifier.main(["--against", str(tmp_path)])
     assert "--against compares transfer figures" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not DATASETS["txl_pbc"].path.is_dir(), reason="TXL-PBC not under $BMPIPE_DATA")
+def test_txl_white_cells_come_only_from_its_own_fields() -> None:
+    """TXL-PBC's 640×480 fields are BCCD's (the transfer test) and its small ones PBC's: never read them."""
+    train, held_out = load_txl_white_cells()
+    assert len(train) > 100 and len(held_out) > 20
+    paths = set(train.paths) | set(held_out.paths)
+    assert not set(train.paths) & set(held_out.paths)
+    assert all(read_rgb(Path(p)).shape[:2] == (575, 575) for p in paths)
+    assert set(train.not_codes) == {" ".join(WHITE_CELL_IS_NOT)} and set(train.codes) == {""}

@@ -74,7 +74,7 @@ class CropSet:
     paths: np.ndarray  # str: source image ("" for phantom)
     dysplastic: np.ndarray  # int8: 1 dysplastic, 0 normal, -1 unknown
     grades: np.ndarray  # int8: granule grade 0-3, -1 unknown
-    not_codes: np.ndarray | None = None  # str: a code the cell is known not to be ("" none); codes is "" then
+    not_codes: np.ndarray | None = None  # str: codes the cell is known not to be, space-separated ("" none)
 
     def __post_init__(self) -> None:
         if self.not_codes is None:
@@ -320,6 +320,37 @@ def load_segpc_others(root: Path | None = None, models_dir: Path | None = None) 
     train, test = _segpc_split(crops_set, plasma)
     log.info("SegPC %s: %d detected non-plasma marrow cells, %d held out", root, n, len(test))
     return train, test
+
+
+#: What a white cell boxed in a blood smear is known not to be, whatever its class: debris, a smudge, a
+#: platelet, a megakaryocyte, or a cell too poor to identify.
+WHITE_CELL_IS_NOT = ("ART", "KSC", "MGK", "NIF", "PLT")
+#: TXL-PBC's own fields: its other field sizes are copies of BCCD (the transfer test) and PBC fields.
+TXL_OWN_FIELD = (575, 575)
+
+
+def load_txl_white_cells() -> tuple[CropSet, CropSet]:
+    """(train, held-out) white cells of TXL-PBC's own blood-smear fields (its train and val splits), a lab
+    and stain of their own. Their class is unknown, so they are labelled by what a white cell is not
+    (:data:`WHITE_CELL_IS_NOT`): real cells of an unseen look that must still be called a white cell."""
+    from bmpipe.datasets.detector_data import txl_pbc_boxes
+
+    out = []
+    for split in ("train", "val"):
+        crops, paths = [], []
+        for path, mpp, boxes in txl_pbc_boxes(split):
+            image = read_rgb(path)
+            if image.shape[:2] != TXL_OWN_FIELD or not len(boxes):
+                continue
+            crops += _field_crops(image, mpp, [((x0 + x1) / 2, (y0 + y1) / 2) for x0, y0, x1, y1 in boxes])
+            paths += [str(path)] * len(boxes)
+        n = len(crops)
+        out.append(CropSet(
+            np.stack(crops), np.full(n, "", "U8"), np.full(n, "txl-white", "U16"), np.array(paths, "U256"),
+            np.full(n, -1, np.int8), np.full(n, -1, np.int8), np.full(n, " ".join(WHITE_CELL_IS_NOT), "U32"),
+        ) if n else empty_cropset())
+    log.info("TXL-PBC own fields: %d white cells, %d held out", len(out[0]), len(out[1]))
+    return out[0], out[1]
 
 
 def labelled_images(root: Path, extra_labels: Iterable[str] = ()) -> tuple[list[Path], list[str]]:

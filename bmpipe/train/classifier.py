@@ -126,7 +126,8 @@ def gather_data(settings: TrainSettings, folders: list[tuple[Path, Mpp]], builti
     train, held = [], {}
     if builtin:
         loaders = (("pbc", "pbc", cell_data.load_pbc), ("segpc", "segpc", cell_data.load_segpc),
-                   ("segpc", "segpc-other", cell_data.load_segpc_others))
+                   ("segpc", "segpc-other", cell_data.load_segpc_others),
+                   ("txl_pbc", "txl-white", cell_data.load_txl_white_cells))
         for dataset, name, loader in loaders:
             if DATASETS[dataset].path.is_dir():
                 tr, te = loader()
@@ -159,7 +160,7 @@ def gather_data(settings: TrainSettings, folders: list[tuple[Path, Mpp]], builti
 
 class BalancedSampler:
     """Batches with every class equally likely; within a class, real vs phantom mixed at ``real_fraction``;
-    a ``negative_fraction`` of draws from cells labelled only by a code they are not.
+    a ``negative_fraction`` of draws from each source of cells labelled only by codes they are not.
 
     Class balance because marrow counts are dominated by a few classes while the rare ones (blasts, plasma
     cells) matter most; the real/phantom mix so a class learned from both is robust to both looks.
@@ -175,16 +176,19 @@ class BalancedSampler:
             for c in codes
         ]
         self.pools = [p for p in self.pools if len(p[0]) or len(p[1])]
-        self.negatives = np.flatnonzero((data.codes == "") & (data.not_codes != ""))
-        self.negative_fraction = negative_fraction if len(self.negatives) else 0.0
+        negative = (data.codes == "") & (data.not_codes != "")
+        self.negatives = [np.flatnonzero(negative & (data.sources == s)) for s in np.unique(data.sources[negative])]
+        self.negative_fraction = negative_fraction if self.negatives else 0.0
 
     def batch(self, size: int, step: int) -> np.ndarray:
         """The rows of training step ``step``: a function of the seed and the step alone."""
         rng = np.random.default_rng([self.seed, step])
         out = np.empty(size, np.int64)
         for i, k in enumerate(rng.integers(len(self.pools), size=size)):
-            if rng.random() < self.negative_fraction:
-                out[i] = self.negatives[rng.integers(len(self.negatives))]
+            pick = rng.random()
+            source = int(pick // self.negative_fraction) if self.negative_fraction else len(self.negatives)
+            if source < len(self.negatives):
+                out[i] = self.negatives[source][rng.integers(len(self.negatives[source]))]
                 continue
             real, synth = self.pools[k]
             use_real = len(real) and (not len(synth) or rng.random() < self.real_fraction)
@@ -193,15 +197,17 @@ class BalancedSampler:
         return out
 
 
-#: A cell taught as "not PLM" that the network already gives at least this probability of PLM is left out of
-#: that batch's loss: SegPC leaves some plasma cells unmasked, and those look like the masked ones.
-NEGATIVE_TRUST = 0.3
+#: A SegPC cell taught as "not PLM" that the network already gives at least this probability of PLM is left
+#: out of that batch's loss: SegPC leaves some plasma cells unmasked, and those look like the masked ones.
+#: Negatives of other sources are trusted whatever the network says (a boxed white cell is not debris).
+NEGATIVE_TRUST = {"segpc-other": 0.3}
 
 
-def not_code_loss(logits: torch.Tensor, not_code: torch.Tensor, trust: float = 1.0) -> torch.Tensor:
-    """Mean over rows of -log(1 - p(not_code)): the loss of cells known only not to be ``not_code``; rows
-    whose p(not_code) is ``trust`` or more count as zero (likely mislabelled)."""
-    rest = logits.scatter(1, not_code[:, None], float("-inf"))
+def not_code_loss(logits: torch.Tensor, not_codes: torch.Tensor, trust: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """Mean over rows of -log(1 - p(any of the row's ``not_codes``)), a boolean (rows, codes) mask: the loss of
+    cells known only by what they are not; rows where that probability is ``trust`` or more count as zero
+    (likely mislabelled)."""
+    rest = logits.masked_fill(not_codes, float("-inf"))
     loss = torch.logsumexp(logits, 1) - torch.logsumexp(rest, 1)  # -log(1 - p)
     return (loss * (1 - torch.exp(-loss.detach()) < trust)).mean()
 
@@ -388,7 +394,11 @@ def fit(model: CellNet, data: CropSet, codes: tuple[str, ...], settings: TrainSe
     sampler = BalancedSampler(data, codes, settings.real_fraction, settings.seed, settings.negative_fraction)
     index = {c: i for i, c in enumerate(codes)}
     targets = torch.tensor([index.get(c, -100) for c in data.codes], device=device)
-    not_targets = torch.tensor([index.get(c, -100) for c in data.not_codes], device=device)
+    not_targets = torch.zeros(len(data), len(codes), dtype=torch.bool)
+    for row in np.flatnonzero(data.not_codes != ""):
+        not_targets[row, [index[c] for c in str(data.not_codes[row]).split() if c in index]] = True
+    not_targets = not_targets.to(device)
+    trust = torch.tensor([NEGATIVE_TRUST.get(str(s), 1.0) for s in data.sources], device=device)
     unknown = sorted({c for c, _ in settings.class_weights} - set(index))
     if unknown:
         raise ValueError(f"class weights for codes absent from the training data: {', '.join(unknown)}")
@@ -441,11 +451,11 @@ def fit(model: CellNet, data: CropSet, codes: tuple[str, ...], settings: TrainSe
                 logits, dys_logit, grade = model.heads(model.dropout(features))
             logits, dys_logit, grade, features = logits.float(), dys_logit.float(), grade.float(), features.float()
             t, nt = targets[idx], not_targets[idx]
-            has_t, has_nt = t >= 0, nt >= 0
+            has_t, has_nt = t >= 0, nt.any(1)
             loss_cls = (F.cross_entropy(logits[has_t], t[has_t], weight=class_weight,
                                         label_smoothing=settings.label_smoothing)
                         if has_t.any() else logits.new_zeros(()))
-            loss_not = (not_code_loss(logits[has_nt], nt[has_nt], NEGATIVE_TRUST) if has_nt.any()
+            loss_not = (not_code_loss(logits[has_nt], nt[has_nt], trust[idx][has_nt]) if has_nt.any()
                         else logits.new_zeros(()))
             m_d, m_g = dysplastic[idx] >= 0, grades[idx] >= 0
             loss_dys = (
@@ -545,7 +555,8 @@ def train_classifier(
     t0 = time.monotonic()
     data = gather_data(settings, folders or [], builtin, phantom)
     taxonomy = load_taxonomy()
-    codes = tuple(c for c in taxonomy.codes if c in set(data.train.codes) | set(data.train.not_codes))
+    named = set(data.train.codes) | {c for s in data.train.not_codes for c in str(s).split()}
+    codes = tuple(c for c in taxonomy.codes if c in named)
     config = default_config(codes)
     config["learned_from"] = learned_from(data.train, codes)
     config["dysplasia_learned_from"] = sorted(set(data.train.sources[data.train.dysplastic == 1].tolist()))
@@ -645,6 +656,12 @@ def _data_lines(data: TrainingData) -> list[str]:
             f"with their centre over {cell_data.SEGPC_MASK_MARGIN_UM:g} µm from every plasma-cell mask; their class "
             "is unknown, so they are taught only as *not PLM* (loss -log(1 - p(PLM)))."
         ),
+        "txl-white": (
+            "- **TXL-PBC white cells** (MIT): the white-cell boxes of TXL-PBC's own 575×575 fields (train split; "
+            "val held out; its other field sizes are copies of BCCD and PBC and are never read); their class is "
+            f"unknown, so they are taught only as *not* {', '.join(cell_data.WHITE_CELL_IS_NOT)} "
+            "(loss -log(1 - p(any of them)))."
+        ),
         "phantom": (
             "- **Phantom** (`bmpipe.phantom.cell_crops`, rendered at 0.25 µm/px): synthetic cells with exact class, "
             "dysplastic flag and granule grade. Every dysplasia-positive example is synthetic."
@@ -700,9 +717,9 @@ def write_card(
         f"real:phantom {t['real_fraction']} per class; seed {t['seed']}"),
         *([f"- extra loss weight for true codes: {', '.join(f'{c} ×{w:g}' for c, w in t['class_weights'])}"]
           if t.get("class_weights") else []),
-        (f"- input normalised per crop ({config.get('input_norm', 'fixed')}); SegPC non-plasma cells "
-         f"{t.get('negative_fraction', 0):.1%} of draws (those it already calls PLM with p ≥ {NEGATIVE_TRUST:g} left "
-         "out of the loss); phantom/real feature alignment weight "
+        (f"- input normalised per crop ({config.get('input_norm', 'fixed')}); each set of cells known only by "
+         f"what they are not {t.get('negative_fraction', 0):.1%} of draws (SegPC non-plasma cells it already calls "
+         f"PLM with p ≥ {NEGATIVE_TRUST['segpc-other']:g} left out of the loss); phantom/real feature alignment weight "
          f"{t.get('domain_weight', 0):g}"
          + (f"; surroundings swapped in {t['swap_surroundings']:.0%} of crops"
             if t.get("swap_surroundings") else "")),
