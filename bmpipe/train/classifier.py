@@ -781,7 +781,8 @@ def write_card(
         "## Limits",
         "",
         ("- Real training images are peripheral blood (PBC) plus myeloma marrow (SegPC plasma cells, and its other "
-        "nucleated cells taught only as *not PLM*); classes marked ONLY SYNTHETIC were never shown a real image, "
+        "nucleated cells taught only as *not PLM*), and another lab's white cells taught only as not debris, smudge, "
+        "platelet, megakaryocyte or unidentifiable (TXL-PBC); classes marked ONLY SYNTHETIC were never shown a real image, "
         "their real-marrow accuracy is unknown, and reports mark them (†) and every finding resting on them."),
         ("- Transfer to other labs is measured above on BCCD and wbc_seg white cells, never trained on; read "
         "those figures, not the held-out ones, as what to expect on a new lab's slides."),
