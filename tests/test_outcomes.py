@@ -59,6 +59,8 @@ def test_per_class_recalls_are_resampled_within_their_class() -> None:
     o = outcomes.hits_by_stratum({"EBO": [True] * 10, "MON": [False] * 30})
     assert outcomes.mean_recall(o) == 0.5 and outcomes.lowest_recall(o) == 0.0
     assert outcomes.interval(o, outcomes.mean_recall) == (0.5, 0.5)  # each class keeps its size in a resample
+    low, high = outcomes.interval(o, outcomes.lowest_recall)
+    assert low == 0.0 and 0.08 < high < 0.13  # 0 of 30 is not certainly 0: exact bound 11.6%
 
 
 def test_outcomes_of_different_cells_are_not_compared() -> None:

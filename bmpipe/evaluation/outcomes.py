@@ -79,13 +79,21 @@ def _take(outcome: Outcome, draw: dict[str, np.ndarray]) -> Outcome:
     return {name: {k: np.asarray(v)[draw[name]] for k, v in s.items()} for name, s in outcome.items()}
 
 
+def _exact(stratum: dict[str, list[Any]]) -> tuple[float, float]:
+    low, high = clopper_pearson(int(np.sum(stratum["hit"])), len(stratum["hit"]), CONFIDENCE)
+    return low / 100.0, high / 100.0
+
+
 def interval(outcome: Outcome, stat: Stat, seed: int = 0) -> tuple[float, float]:
     """95% interval of ``stat`` over these cells: exact (Clopper-Pearson) for a share of one set, where a
-    bootstrap would claim certainty at 0 of n; percentile bootstrap over the cells for any other figure."""
+    bootstrap would claim certainty at 0 of n, and for the lowest of per-class recalls the lowest of their
+    exact bounds (for the same reason); percentile bootstrap over the cells for any other figure."""
     if stat is share_of_hits:
         (stratum,) = outcome.values()
-        low, high = clopper_pearson(int(np.sum(stratum["hit"])), len(stratum["hit"]), CONFIDENCE)
-        return low / 100.0, high / 100.0
+        return _exact(stratum)
+    if stat is lowest_recall:
+        lows, highs = zip(*(_exact(s) for s in outcome.values()))
+        return min(lows), min(highs)
     rng = np.random.default_rng(seed)
     values = [stat(_take(outcome, _draw(outcome, rng))) for _ in range(RESAMPLES)]
     return _percentiles(values)
