@@ -322,9 +322,10 @@ def load_segpc_others(root: Path | None = None, models_dir: Path | None = None) 
     return train, test
 
 
-#: What a white cell boxed in a blood smear is known not to be, whatever its class: debris, a smudge, a
-#: platelet, a megakaryocyte, or a cell too poor to identify.
-WHITE_CELL_IS_NOT = ("ART", "KSC", "MGK", "NIF", "PLT")
+#: What a white cell boxed in a blood smear is known not to be, whatever its class: a cell a differential
+#: counts, so none of the codes the taxonomy leaves out of all nucleated cells (debris, smudges, platelets,
+#: megakaryocytes, cells too poor to identify).
+WHITE_CELL_IS_NOT = load_taxonomy().excluded_codes()
 #: TXL-PBC's own fields: its other field sizes are copies of BCCD (the transfer test) and PBC fields.
 TXL_OWN_FIELD = (575, 575)
 
@@ -333,16 +334,16 @@ def load_txl_white_cells() -> tuple[CropSet, CropSet]:
     """(train, held-out) white cells of TXL-PBC's own blood-smear fields (its train and val splits), a lab
     and stain of their own. Their class is unknown, so they are labelled by what a white cell is not
     (:data:`WHITE_CELL_IS_NOT`): real cells of an unseen look that must still be called a white cell."""
-    from bmpipe.datasets.detector_data import txl_pbc_boxes
+    from bmpipe.datasets.detector_data import TXL_PBC_MPP, txl_pbc_boxes
 
+    own = TXL_PBC_MPP[TXL_OWN_FIELD]  # txl_pbc_boxes gives each field its size's µm/px: no second decode to tell
     out = []
     for split in ("train", "val"):
         crops, paths = [], []
         for path, mpp, boxes in txl_pbc_boxes(split):
-            image = read_rgb(path)
-            if image.shape[:2] != TXL_OWN_FIELD or not len(boxes):
+            if mpp != own or not len(boxes):
                 continue
-            crops += _field_crops(image, mpp, [((x0 + x1) / 2, (y0 + y1) / 2) for x0, y0, x1, y1 in boxes])
+            crops += _field_crops(read_rgb(path), mpp, [((x0 + x1) / 2, (y0 + y1) / 2) for x0, y0, x1, y1 in boxes])
             paths += [str(path)] * len(boxes)
         n = len(crops)
         out.append(CropSet(

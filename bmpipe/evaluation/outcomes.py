@@ -75,8 +75,13 @@ def _size(stratum: dict[str, list[Any]]) -> int:
     return n
 
 
+def _arrays(outcome: Outcome) -> Outcome:
+    """The outcome's lists as arrays, made once before the resamples index them."""
+    return {name: {k: np.asarray(v) for k, v in s.items()} for name, s in outcome.items()}
+
+
 def _take(outcome: Outcome, draw: dict[str, np.ndarray]) -> Outcome:
-    return {name: {k: np.asarray(v)[draw[name]] for k, v in s.items()} for name, s in outcome.items()}
+    return {name: {k: v[draw[name]] for k, v in s.items()} for name, s in outcome.items()}
 
 
 def _exact(stratum: dict[str, list[Any]]) -> tuple[float, float]:
@@ -94,8 +99,8 @@ def interval(outcome: Outcome, stat: Stat, seed: int = 0) -> tuple[float, float]
     if stat is lowest_recall:
         lows, highs = zip(*(_exact(s) for s in outcome.values()))
         return min(lows), min(highs)
-    rng = np.random.default_rng(seed)
-    values = [stat(_take(outcome, _draw(outcome, rng))) for _ in range(RESAMPLES)]
+    rng, cells = np.random.default_rng(seed), _arrays(outcome)
+    values = [stat(_take(cells, _draw(cells, rng))) for _ in range(RESAMPLES)]
     return _percentiles(values)
 
 
@@ -141,10 +146,10 @@ def paired_change(before: Outcome, after: Outcome, stat: Stat, seed: int = 0) ->
     the same cells for both, so what both get right or wrong cancels."""
     if not same_cells(before, after):
         raise ValueError("the two outcomes are not of the same cells")
-    rng = np.random.default_rng(seed)
+    rng, b, a = np.random.default_rng(seed), _arrays(before), _arrays(after)
     deltas = []
     for _ in range(RESAMPLES):
-        draw = _draw(before, rng)
-        deltas.append(stat(_take(after, draw)) - stat(_take(before, draw)))
+        draw = _draw(b, rng)
+        deltas.append(stat(_take(a, draw)) - stat(_take(b, draw)))
     low, high = _percentiles(deltas)
     return Change(stat(before), stat(after), low, high)
