@@ -280,9 +280,11 @@ def test_transfer_figures_keep_each_cells_outcome_and_compare_on_the_same_cells(
     clf = _classifier(tmp_path, {"BLA": ["phantom"], "LYT": ["pbc"], "PLM": ["segpc"]}, [])
     result = evaluate_transfer(clf, _transfer_sets())
     assert set(result["figures"]) == {"bccd_accuracy", "segpc_plm_recall", "segpc_others_not_plm",
-                                      "pbc_group_macro_f1"}
+                                      "pbc_group_macro_f1", "pbc_not_phantom_only"}
     assert [len(result["outcomes"][k][""]["hit"]) for k in ("bccd_accuracy", "segpc_plm_recall",
-                                                             "segpc_others_not_plm")] == [12, 7, 9]
+                                                             "segpc_others_not_plm", "pbc_not_phantom_only")] == [12, 7, 9, 10]
+    called_bla = sum(n for code, n in result["pbc_phantom_only_calls"] if code == "BLA")
+    assert result["figures"]["pbc_not_phantom_only"] == 1 - called_bla / 10  # BLA: learned only from phantom
     assert result["figures"]["segpc_plm_recall"] == result["segpc"]["plm_recall"]
     assert result["figures"]["bccd_accuracy"] == result["unseen_lab"]["bccd"]["accuracy"]
     assert all(lo <= result["figures"][k] <= hi for k, (lo, hi) in result["intervals"].items())
