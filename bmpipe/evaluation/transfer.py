@@ -132,6 +132,15 @@ def wbc_seg_cells(dataset: str, root: Path | None = None) -> GroupedCells:
     return GroupedCells(f"wbc_seg {dataset}", _stack(crops), groups, paths)
 
 
+def _most_called(labels: Any, n: int) -> list[list[Any]]:
+    """The ``n`` codes most often called among ``labels``, as ``[code, count]`` pairs (JSON-ready)."""
+    return [[str(c), k] for c, k in Counter(str(label) for label in labels).most_common(n)]
+
+
+def _calls_text(calls: list[list[Any]]) -> str:
+    return ", ".join(f"{c} {k}" for c, k in calls)
+
+
 def _stack(crops: list[np.ndarray]) -> np.ndarray:
     return np.stack(crops) if crops else np.zeros((0, CROP_PX, CROP_PX, 3), np.uint8)
 
@@ -142,14 +151,14 @@ def score_groups(clf: CellClassifier, cells: GroupedCells) -> dict[str, Any]:
     labels = [str(p) for p in clf.predict(cells.crops, grade_neutrophils=False).label]
     called_groups = [pbc_group(p) for p in labels]
     report = class_report(cells.groups, called_groups, tolerate=False)
-    called = {g: Counter(p for p, t in zip(labels, cells.groups) if t == g).most_common(3)
+    called = {g: _most_called((p for p, t in zip(labels, cells.groups) if t == g), 3)
               for g in PBC_GROUPS if g in cells.groups}
     return {
         "n": report["n"],
         "accuracy": report["accuracy"],
         "recall": {g: r["strict"][1] for g, r in report["rows"].items()},
         "n_by_group": {g: r["n"] for g, r in report["rows"].items()},
-        "called": {g: [[c, n] for c, n in top] for g, top in called.items()},
+        "called": called,
         "hit": [c == g for c, g in zip(called_groups, cells.groups)],
     }
 
@@ -164,7 +173,7 @@ def score_segpc(clf: CellClassifier, plasma: cell_data.CropSet, others: cell_dat
     if len(others):
         labels = clf.predict(others.centre_crops(), grade_neutrophils=False).label
         out.update(others_called_plm=float(np.mean(labels == "PLM")), others_n=len(others),
-                   others_called=[[str(c), n] for c, n in Counter(labels.tolist()).most_common(5)],
+                   others_called=_most_called(labels, 5),
                    others_called_plm_each=(labels == "PLM").tolist())
     return out
 
@@ -179,7 +188,7 @@ def score_synthetic_only(clf: CellClassifier, real_held_out: dict[str, cell_data
         if crops:
             labels = clf.predict(np.concatenate(crops), grade_neutrophils=False).label
             recall[code] = {"recall": float(np.mean(labels == code)), "n": int(sum(len(c) for c in crops)),
-                            "called": [[str(c), n] for c, n in Counter(labels.tolist()).most_common(3)],
+                            "called": _most_called(labels, 3),
                             "hit": (labels == code).tolist()}
     return recall
 
@@ -254,10 +263,10 @@ def evaluate_transfer(clf: CellClassifier, sets: TransferSets | None = None) -> 
         result["pbc_groups"] = pbc_group_scores(class_report(truth, called, tolerate=False))
         found["pbc_group_macro_f1"] = outcomes.calls(truth, called)
         if clf.synthetic_only:  # a false alarm of a class no real image taught (a blast among healthy cells)
-            real_class = ~np.isin(real["pbc"].codes, clf.synthetic_only)
-            found["pbc_not_phantom_only"] = outcomes.hits(~np.isin(labels[real_class], clf.synthetic_only))
-            result["pbc_phantom_only_calls"] = [[str(c), n] for c, n in Counter(
-                labels[real_class & np.isin(labels, clf.synthetic_only)].tolist()).most_common(5)]
+            real_class = np.isin(real["pbc"].codes, clf.synthetic_only, invert=True)
+            phantom_called = np.isin(labels, clf.synthetic_only)
+            found["pbc_not_phantom_only"] = outcomes.hits(~phantom_called[real_class])
+            result["pbc_phantom_only_calls"] = _most_called(labels[real_class & phantom_called], 5)
     proxy = score_synthetic_only(clf, {k: v for k, v in real.items() if k in ("pbc", "segpc")})
     if proxy:
         per_code = outcomes.hits_by_stratum({code: v.pop("hit") for code, v in proxy.items()})
@@ -312,20 +321,20 @@ def format_transfer(result: dict[str, Any]) -> list[str]:
     for name, s in result.get("unseen_lab", {}).items():
         lines.append(f"  {name}: accuracy {s['accuracy']:.3f} (n={s['n']}){_LABEL_NOTES.get(name, '')}  recall "
                      + " ".join(f"{g}={r:.2f}(n={s['n_by_group'][g]})" for g, r in s["recall"].items()))
-        lines += [f"    {g} called " + ", ".join(f"{c} {n}" for c, n in top) for g, top in s["called"].items()]
+        lines += [f"    {g} called {_calls_text(top)}" for g, top in s["called"].items()]
     segpc = result.get("segpc", {})
     if "others_called_plm" in segpc:
         lines.append(f"  SegPC held-out non-plasma marrow cells called PLM: {segpc['others_called_plm']:.3f} "
-                     f"(n={segpc['others_n']}; called " + ", ".join(f"{c} {n}" for c, n in segpc["others_called"])
+                     f"(n={segpc['others_n']}; called " + _calls_text(segpc["others_called"])
                      + ")")
     if "plm_recall" in segpc:
         lines.append(f"  SegPC held-out plasma cells called PLM: {segpc['plm_recall']:.3f} (n={segpc['plm_n']})")
     for code, v in result.get("synthetic_only", {}).items():
         lines.append(f"  synthetic-only {code}: recall on real {v['recall']:.3f} (n={v['n']}; called "
-                     + ", ".join(f"{c} {n}" for c, n in v["called"]) + ")")
+                     + _calls_text(v["called"]) + ")")
     if "pbc_phantom_only_calls" in result:
         lines.append("  held-out PBC cells of classes with real images called a phantom-only class: "
-                     + (", ".join(f"{c} {n}" for c, n in result["pbc_phantom_only_calls"]) or "none"))
+                     + (_calls_text(result["pbc_phantom_only_calls"]) or "none"))
     lines.append(f"targets ({outcomes.CONFIDENCE:.0%} interval over these cells):")
     for key, t in TRANSFER_TARGETS.items():
         if key in result["figures"]:
