@@ -28,6 +28,7 @@ from bmpipe.evaluation.transfer import (
     compare_transfer,
     evaluate_transfer,
     format_transfer,
+    score_synthetic_only,
 )
 from bmpipe.imaging.image_files import read_rgb
 from bmpipe.nn.cell_classifier import CROP_PX, CellClassifier, CellNet, default_config
@@ -299,6 +300,22 @@ def test_transfer_figures_keep_each_cells_outcome_and_compare_on_the_same_cells(
     lines = format_transfer(again)
     assert any(line.strip().startswith("BCCD white cells") and "+0.000 [+0.000, +0.000]  within noise" in line
                for line in lines)
+
+
+def test_proxy_recall_is_scored_on_each_phantom_only_codes_real_held_out_cells(tmp_path: Path) -> None:
+    """A ``--synthetic-only`` run: each such code's real held-out cells, from every set that holds them."""
+    config = default_config(("BLA", "LYT", "PLM"))
+    config.update(stem=8, widths=[8, 16], depths=[1, 1], training={"synthetic_only": ["LYT", "PLM"]},
+                  learned_from={"BLA": ["phantom"], "LYT": ["phantom"], "PLM": ["phantom"]})
+    save_model(CellNet(config), tmp_path, "classifier", "t", config)
+    clf = CellClassifier.load(tmp_path, device="cpu")
+    proxy = score_synthetic_only(clf, _transfer_sets().real)
+    assert {code: v["n"] for code, v in proxy.items()} == {"LYT": 5, "PLM": 7}  # PBC's LYT, SegPC's PLM
+    for code, v in proxy.items():
+        assert len(v["hit"]) == v["n"] == sum(k for _, k in v["called"])
+        assert v["recall"] == np.mean(v["hit"]) == sum(k for c, k in v["called"] if c == code) / v["n"]
+    result = evaluate_transfer(clf, _transfer_sets())
+    assert {"synthetic_only_mean_recall", "synthetic_only_min_recall"} <= set(result["figures"])
 
 
 def test_against_is_refused_without_transfer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -182,12 +182,13 @@ def score_synthetic_only(clf: CellClassifier, real_held_out: dict[str, cell_data
     """Recall on real held-out cells of each class the model was trained on only from phantom cells
     (its ``training.synthetic_only``); empty for a model trained on every real image it was given."""
     codes = clf.config.get("training", {}).get("synthetic_only") or []
+    sets = [(s.codes, s.centre_crops()) for s in real_held_out.values()] if codes else []
     recall = {}
     for code in codes:
-        crops = [s.centre_crops()[s.codes == code] for s in real_held_out.values() if (s.codes == code).any()]
+        crops = [centred[held == code] for held, centred in sets if (held == code).any()]
         if crops:
             labels = clf.predict(np.concatenate(crops), grade_neutrophils=False).label
-            recall[code] = {"recall": float(np.mean(labels == code)), "n": int(sum(len(c) for c in crops)),
+            recall[code] = {"recall": float(np.mean(labels == code)), "n": len(labels),
                             "called": _most_called(labels, 3),
                             "hit": (labels == code).tolist()}
     return recall
