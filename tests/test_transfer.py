@@ -28,6 +28,7 @@ from bmpipe.evaluation.transfer import (
     compare_transfer,
     evaluate_transfer,
     format_transfer,
+    recall_at_false_calls,
     score_synthetic_only,
 )
 from bmpipe.imaging.image_files import read_rgb
@@ -304,9 +305,9 @@ def test_transfer_figures_keep_each_cells_outcome_and_compare_on_the_same_cells(
 
 def test_proxy_recall_is_scored_on_each_phantom_only_codes_real_held_out_cells(tmp_path: Path) -> None:
     """A ``--synthetic-only`` run: each such code's real held-out cells, from every set that holds them."""
-    config = default_config(("BLA", "LYT", "PLM"))
+    config = default_config(("BLA", "LYT", "PLM", "PLT"))
     config.update(stem=8, widths=[8, 16], depths=[1, 1], training={"synthetic_only": ["LYT", "PLM"]},
-                  learned_from={"BLA": ["phantom"], "LYT": ["phantom"], "PLM": ["phantom"]})
+                  learned_from={"BLA": ["phantom"], "LYT": ["phantom"], "PLM": ["phantom"], "PLT": ["pbc"]})
     save_model(CellNet(config), tmp_path, "classifier", "t", config)
     clf = CellClassifier.load(tmp_path, device="cpu")
     proxy = score_synthetic_only(clf, _transfer_sets().real)
@@ -316,6 +317,31 @@ def test_proxy_recall_is_scored_on_each_phantom_only_codes_real_held_out_cells(t
         assert v["recall"] == np.mean(v["hit"]) == sum(k for c, k in v["called"] if c == code) / v["n"]
     result = evaluate_transfer(clf, _transfer_sets())
     assert {"synthetic_only_mean_recall", "synthetic_only_min_recall"} <= set(result["figures"])
+    rows = result["synthetic_only_at_false_calls"]
+    assert rows and all(row["false_calls"] <= row["rate"] and set(row["recall"]) == {"LYT", "PLM"} for row in rows)
+    assert any("synthetic-only proxy with at most 3% of those PBC cells" in line for line in format_transfer(result))
+    json.dumps(result)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def test_proxy_is_read_at_the_largest_bias_that_keeps_false_calls_within_each_rate() -> None:
+    """Ten real PLM cells prefer PLM over the phantom-only LYT by 0.6, 1.6, ... 9.6 (natural log): a bias below
+    0.6 calls none of them LYT, one below 1.6 calls one. Four real lymphocytes trail PLM by 0.1, 1, 2 and 10."""
+    codes, phantom_only = ("BLA", "LYT", "PLM"), ("BLA", "LYT")
+
+    def cells(margins: list[float]) -> np.ndarray:
+        return _softmax(np.array([[-30.0, -m, 0.0] for m in margins]))
+
+    guard = cells([0.6 + i for i in range(10)])
+    rows = recall_at_false_calls({"LYT": cells([0.1, 1.0, 2.0, 10.0])}, guard, codes, phantom_only, (0.05, 0.1, 0.35))
+    assert [(row["rate"], row["bias"], row["false_calls"]) for row in rows] == [(0.05, 0.5, 0.0), (0.1, 1.5, 0.1),
+                                                                               (0.35, 3.5, 0.3)]
+    assert [row["recall"]["LYT"] for row in rows] == [0.25, 0.5, 0.75]
+    assert rows[1]["mean_recall"] == 0.5
 
 
 def test_against_is_refused_without_transfer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

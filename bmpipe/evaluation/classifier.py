@@ -42,6 +42,7 @@ from bmpipe.nn.cell_classifier import (
     SECOND_LOOK_BELOW,
     UNIDENTIFIED_CODE,
     CellClassifier,
+    CellPredictions,
     granule_grade,
 )
 from bmpipe.nn.weights import default_models_dir
@@ -147,11 +148,11 @@ def pbc_group_scores(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def pbc_group_calls(clf: CellClassifier, pbc: CropSet) -> tuple[list[str], list[str], np.ndarray]:
-    """Each PBC cell's group (its folder), the group ``clf`` calls it and the code it calls it, without the
-    16-rotation grades."""
-    labels = clf.predict(pbc.centre_crops(), grade_neutrophils=False).label
-    return [Path(p).parent.name for p in pbc.paths], [pbc_group(str(p)) for p in labels], labels
+def pbc_group_calls(clf: CellClassifier, pbc: CropSet) -> tuple[list[str], list[str], CellPredictions]:
+    """Each PBC cell's group (its folder), the group ``clf`` calls it, and its predictions (without the
+    16-rotation grades)."""
+    predictions = clf.predict(pbc.centre_crops(), grade_neutrophils=False)
+    return [Path(p).parent.name for p in pbc.paths], [pbc_group(str(p)) for p in predictions.label], predictions
 
 
 def evaluate_pbc_groups(clf: CellClassifier, pbc: CropSet) -> dict[str, Any]:

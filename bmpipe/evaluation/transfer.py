@@ -11,6 +11,8 @@ images in training:
   share called PLM (and SegPC plasma-cell recall beside it).
 - **synthetic-only proxy**: a model trained with ``--synthetic-only CODE`` saw only phantom cells of CODE,
   as BLA is seen today; its recall on CODE's real held-out images says how far phantom cells carry a class.
+  It is also read at fixed shares of healthy cells called a phantom-only class (:func:`recall_at_false_calls`),
+  so that two runs are compared on how well they separate, not on where each happened to put its threshold.
 
 ``bmpipe evaluate classifier --transfer`` prints them beside their targets and writes ``transfer.json``.
 """
@@ -180,18 +182,49 @@ def score_segpc(clf: CellClassifier, plasma: cell_data.CropSet, others: cell_dat
 
 def score_synthetic_only(clf: CellClassifier, real_held_out: dict[str, cell_data.CropSet]) -> dict[str, Any]:
     """Recall on real held-out cells of each class the model was trained on only from phantom cells
-    (its ``training.synthetic_only``); empty for a model trained on every real image it was given."""
+    (its ``training.synthetic_only``); empty for a model trained on every real image it was given. Each code's
+    ``probs`` are its cells' class probabilities (for :func:`recall_at_false_calls`; not JSON)."""
     codes = clf.config.get("training", {}).get("synthetic_only") or []
     sets = [(s.codes, s.centre_crops()) for s in real_held_out.values()] if codes else []
     recall = {}
     for code in codes:
         crops = [centred[held == code] for held, centred in sets if (held == code).any()]
         if crops:
-            labels = clf.predict(np.concatenate(crops), grade_neutrophils=False).label
+            predictions = clf.predict(np.concatenate(crops), grade_neutrophils=False)
+            labels = predictions.label
             recall[code] = {"recall": float(np.mean(labels == code)), "n": len(labels),
                             "called": _most_called(labels, 3),
-                            "hit": (labels == code).tolist()}
+                            "hit": (labels == code).tolist(), "probs": predictions.probs}
     return recall
+
+
+#: Shares of held-out PBC cells (classes with real images) called a phantom-only class at which the proxy is
+#: also read: about the false blasts a marrow count could bear (1-3%), and a loose 10%.
+FALSE_CALL_RATES = (0.01, 0.03, 0.10)
+#: Biases tried on the phantom-only log-probabilities (natural log), in steps fine enough for a few hundred cells.
+BIASES = np.arange(-8.0, 8.0 + 1e-9, 0.25)
+
+
+def recall_at_false_calls(proxy_probs: dict[str, np.ndarray], guard_probs: np.ndarray, codes: tuple[str, ...],
+                          phantom_only: tuple[str, ...], rates: tuple[float, ...] = FALSE_CALL_RATES) -> list[dict]:
+    """The proxy's recall (argmax calls) with a bias b added to the log-probability of every ``phantom_only``
+    class, b as large as keeps the share of ``guard_probs`` cells (real cells of classes with real images) called
+    phantom-only within each rate. A bias moves a model along its own trade of the two, so runs compared at one
+    rate differ in how well they separate real cells of phantom-only classes, not in their thresholds."""
+    shift = BIASES[:, None] * np.isin(codes, phantom_only)[None]  # (biases, codes)
+    phantom = np.isin(codes, phantom_only)
+    guard_log = np.log(np.maximum(guard_probs, 1e-12))
+    false = np.array([phantom[(guard_log + row).argmax(1)].mean() for row in shift])  # rises with b
+    rows = []
+    for rate in rates:
+        k = int(np.searchsorted(false, rate, side="right")) - 1
+        if k < 0:
+            continue
+        recall = {code: float(np.mean((np.log(np.maximum(p, 1e-12)) + shift[k]).argmax(1) == codes.index(code)))
+                  for code, p in proxy_probs.items()}
+        rows.append({"rate": rate, "bias": float(BIASES[k]), "false_calls": float(false[k]), "recall": recall,
+                     "mean_recall": float(np.mean(list(recall.values())))})
+    return rows
 
 
 #: The real held-out sets these scores use, each with its loader: a training run passes its own.
@@ -259,20 +292,26 @@ def evaluate_transfer(clf: CellClassifier, sets: TransferSets | None = None) -> 
         if "others_called_plm_each" in segpc:
             found["segpc_others_not_plm"] = outcomes.hits(not c for c in segpc.pop("others_called_plm_each"))
         result["segpc"] = segpc
+    guard_probs = None
     if "pbc" in real:
-        truth, called, labels = pbc_group_calls(clf, real["pbc"])
+        truth, called, predictions = pbc_group_calls(clf, real["pbc"])
         result["pbc_groups"] = pbc_group_scores(class_report(truth, called, tolerate=False))
         found["pbc_group_macro_f1"] = outcomes.calls(truth, called)
         if clf.synthetic_only:  # a false alarm of a class no real image taught (a blast among healthy cells)
             real_class = np.isin(real["pbc"].codes, clf.synthetic_only, invert=True)
-            phantom_called = np.isin(labels, clf.synthetic_only)
+            phantom_called = np.isin(predictions.label, clf.synthetic_only)
             found["pbc_not_phantom_only"] = outcomes.hits(~phantom_called[real_class])
-            result["pbc_phantom_only_calls"] = _most_called(labels[real_class & phantom_called], 5)
+            result["pbc_phantom_only_calls"] = _most_called(predictions.label[real_class & phantom_called], 5)
+            guard_probs = predictions.probs[real_class]
     proxy = score_synthetic_only(clf, {k: v for k, v in real.items() if k in ("pbc", "segpc")})
     if proxy:
         per_code = outcomes.hits_by_stratum({code: v.pop("hit") for code, v in proxy.items()})
         found["synthetic_only_mean_recall"] = found["synthetic_only_min_recall"] = per_code
+        probs = {code: v.pop("probs") for code, v in proxy.items()}
         result["synthetic_only"] = proxy
+        if guard_probs is not None:
+            result["synthetic_only_at_false_calls"] = recall_at_false_calls(probs, guard_probs, clf.codes,
+                                                                            clf.synthetic_only)
     result["outcomes"] = found
     result["figures"] = transfer_figures(result)
     result["intervals"] = {key: outcomes.interval(o, FIGURE_STATS[key]) for key, o in found.items()}
@@ -336,6 +375,10 @@ def format_transfer(result: dict[str, Any]) -> list[str]:
     if "pbc_phantom_only_calls" in result:
         lines.append("  held-out PBC cells of classes with real images called a phantom-only class: "
                      + (_calls_text(result["pbc_phantom_only_calls"]) or "none"))
+    for row in result.get("synthetic_only_at_false_calls", []):
+        lines.append(f"  synthetic-only proxy with at most {row['rate']:.0%} of those PBC cells called phantom-only "
+                     f"(bias {row['bias']:+.2f} on phantom-only classes, {row['false_calls']:.1%}): mean recall "
+                     f"{row['mean_recall']:.3f} (" + ", ".join(f"{c} {r:.3f}" for c, r in row["recall"].items()) + ")")
     lines.append(f"targets ({outcomes.CONFIDENCE:.0%} interval over these cells):")
     for key, t in TRANSFER_TARGETS.items():
         if key in result["figures"]:
