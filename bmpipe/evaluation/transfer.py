@@ -211,17 +211,18 @@ def recall_at_false_calls(proxy_probs: dict[str, np.ndarray], guard_probs: np.nd
     class, b as large as keeps the share of ``guard_probs`` cells (real cells of classes with real images) called
     phantom-only within each rate. A bias moves a model along its own trade of the two, so runs compared at one
     rate differ in how well they separate real cells of phantom-only classes, not in their thresholds."""
-    shift = BIASES[:, None] * np.isin(codes, phantom_only)[None]  # (biases, codes)
     phantom = np.isin(codes, phantom_only)
+    shift = BIASES[:, None] * phantom[None]  # (biases, codes)
     guard_log = np.log(np.maximum(guard_probs, 1e-12))
     false = np.array([phantom[(guard_log + row).argmax(1)].mean() for row in shift])  # rises with b
+    proxy_log = {code: np.log(np.maximum(p, 1e-12)) for code, p in proxy_probs.items()}
     rows = []
     for rate in rates:
         k = int(np.searchsorted(false, rate, side="right")) - 1
         if k < 0:
             continue
-        recall = {code: float(np.mean((np.log(np.maximum(p, 1e-12)) + shift[k]).argmax(1) == codes.index(code)))
-                  for code, p in proxy_probs.items()}
+        recall = {code: float(np.mean((log_p + shift[k]).argmax(1) == codes.index(code)))
+                  for code, log_p in proxy_log.items()}
         rows.append({"rate": rate, "bias": float(BIASES[k]), "false_calls": float(false[k]), "recall": recall,
                      "mean_recall": float(np.mean(list(recall.values())))})
     return rows
