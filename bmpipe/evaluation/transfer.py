@@ -213,16 +213,20 @@ def recall_at_false_calls(proxy_probs: dict[str, np.ndarray], guard_probs: np.nd
     rate differ in how well they separate real cells of phantom-only classes, not in their thresholds."""
     phantom = np.isin(codes, phantom_only)
     shift = BIASES[:, None] * phantom[None]  # (biases, codes)
-    guard_log = np.log(np.maximum(guard_probs, 1e-12))
-    false = np.array([phantom[(guard_log + row).argmax(1)].mean() for row in shift])  # rises with b
-    proxy_log = {code: np.log(np.maximum(p, 1e-12)) for code, p in proxy_probs.items()}
+
+    def called(log_p: np.ndarray, k: int) -> np.ndarray:
+        """Each cell's call (code index) with the ``k``-th bias."""
+        return (log_p + shift[k]).argmax(1)
+
+    guard_log, *proxy_logs = (np.log(np.maximum(p, 1e-12)) for p in (guard_probs, *proxy_probs.values()))
+    false = np.array([phantom[called(guard_log, k)].mean() for k in range(len(BIASES))])  # rises with b
     rows = []
     for rate in rates:
         k = int(np.searchsorted(false, rate, side="right")) - 1
         if k < 0:
             continue
-        recall = {code: float(np.mean((log_p + shift[k]).argmax(1) == codes.index(code)))
-                  for code, log_p in proxy_log.items()}
+        recall = {code: float(np.mean(called(log_p, k) == codes.index(code)))
+                  for code, log_p in zip(proxy_probs, proxy_logs)}
         rows.append({"rate": rate, "bias": float(BIASES[k]), "false_calls": float(false[k]), "recall": recall,
                      "mean_recall": float(np.mean(list(recall.values())))})
     return rows
