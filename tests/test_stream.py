@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import threading
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from bmpipe.models import load_models
+from bmpipe.nn.cell_classifier import CLASSIFIER_MPP, CROP_PX, crop_centred
 from bmpipe.phantom import make_slide
 from bmpipe.records import Cells
 from bmpipe.resolution import Mpp
@@ -16,7 +18,7 @@ from bmpipe.slide import open_slide
 from bmpipe.slide.openslide_backend import OpenSlideSlide
 from bmpipe.slide.tiff_backend import TiffSlide
 from bmpipe.stages.batching import BatchBuffer
-from bmpipe.stages.classify import classify_cells
+from bmpipe.stages.classify import classify_cells, read_crops
 from bmpipe.stages.detect import OVERLAP_UM, TileStats, detect_cells, plan_tiles, read_tile
 from bmpipe.stages.reading import SlideReaders
 from bmpipe.stages.regions import find_smear
@@ -124,6 +126,20 @@ def test_read_regions_gives_the_pixels_of_read_region(phantom, backend):
             many = slide.read_regions(xs, ys, size, size, mpp)
             one_by_one = np.stack([slide.read_region(x, y, size, size, mpp) for x, y in zip(xs, ys)])
             np.testing.assert_array_equal(many, one_by_one, err_msg=str(mpp))
+
+
+def test_cells_at_an_image_edge_are_cut_as_the_classifier_was_trained(tmp_path):
+    """A photographed field's edge cells: the part of a crop past the image is mirrored, as in training."""
+    image = np.random.default_rng(1).integers(0, 255, (150, 200, 3), dtype=np.uint8)
+    path = tmp_path / "field.png"
+    cv2.imwrite(str(path), image[..., ::-1])
+    at = [(5.0, 30.0), (195.0, 140.0), (100.0, 2.0), (100.0, 75.0)]  # left, bottom-right, top edge; inside
+    cells = Cells(x=[x for x, _ in at], y=[y for _, y in at], x0=np.zeros(4), y0=np.zeros(4),
+                  x1=np.ones(4), y1=np.ones(4), score=np.ones(4))
+    with open_slide(path, mpp=CLASSIFIER_MPP) as slide:
+        crops = read_crops(slide, cells, CLASSIFIER_MPP, CROP_PX)
+    for crop, (x, y) in zip(crops, at):
+        np.testing.assert_array_equal(crop, crop_centred(image, x, y, CROP_PX), err_msg=f"cell at {x}, {y}")
 
 
 def test_readers_read_through_their_own_handles_and_close_them(phantom):

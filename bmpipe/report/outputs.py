@@ -91,12 +91,11 @@ class SlideResult:
 def gallery_crops(slide: Slide, cells: Cells, per_class: int = GALLERY_PER_CLASS, seed: int = 0) -> dict[str, list[bytes]]:
     """Up to ``per_class`` JPEG crops of each predicted class, the most confident first then a random few
     (JPEG: photographs, and a report of ~20 classes stays a few hundred kB)."""
-    half = GALLERY_PX / 2 * slide.mpp.factor_to(GALLERY_MPP)
     most_sure = lambda idx: idx[np.argsort(-cells.label_score[idx])]
     out: dict[str, list[bytes]] = {}
     for code, top, sample in pick_per_class(cells, per_class, seed, most_sure):
         pick = np.concatenate([top, sample])
-        crops = slide.read_regions(cells.x[pick] - half, cells.y[pick] - half, GALLERY_PX, GALLERY_PX, GALLERY_MPP)
+        crops = slide.read_centred(cells.x[pick], cells.y[pick], GALLERY_PX, GALLERY_MPP)
         out[code] = [jpeg_bytes(crop, quality=90) for crop in crops]
     return out
 

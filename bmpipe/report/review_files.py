@@ -59,9 +59,8 @@ def review_crops(
     """JPEG crops of the cells offered for review, keyed by cell id (row in ``cells.parquet``).
 
     ``offset`` is the id of the first of ``cells`` in the output, for a case whose fields are concatenated."""
-    half = REVIEW_PX / 2 * slide.mpp.factor_to(REVIEW_MPP)
     rows = select_for_review(cells, per_class, seed)
-    crops = slide.read_regions(cells.x[rows] - half, cells.y[rows] - half, REVIEW_PX, REVIEW_PX, REVIEW_MPP)
+    crops = slide.read_centred(cells.x[rows], cells.y[rows], REVIEW_PX, REVIEW_MPP)
     return {offset + int(i): jpeg_bytes(crop, quality=92) for i, crop in zip(rows, crops)}
 
 

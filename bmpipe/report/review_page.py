@@ -32,7 +32,6 @@ from bmpipe.report.html import render_template
 from bmpipe.resolution import Mpp
 from bmpipe.slide import Slide
 from bmpipe.stages.aggregate import Differential, is_dysplastic
-from bmpipe.stages.classify import read_crops
 from bmpipe.taxonomy import GROUPS, load_taxonomy
 
 log = logging.getLogger(__name__)
@@ -56,8 +55,9 @@ ThumbReader = Callable[[np.ndarray], np.ndarray]
 
 
 def slide_thumbnails(slide: Slide, cells: Cells) -> ThumbReader:
-    """Thumbnails read from ``slide``, centred on each cell."""
-    return lambda rows: read_crops(slide, cells.take(rows), THUMB_MPP, THUMB_PX)
+    """Thumbnails read from ``slide``, centred on each cell; white past the image's edge, so a person sees
+    where the field ends (the classifier's crops are mirrored there instead)."""
+    return lambda rows: slide.read_centred(cells.x[rows], cells.y[rows], THUMB_PX, THUMB_MPP)
 
 
 def page_layout(labels: np.ndarray, scores: np.ndarray) -> list[tuple[str, np.ndarray]]:

@@ -189,6 +189,12 @@ class Slide(ABC):
                 )
         return out
 
+    def read_centred(self, xs: Sequence[float], ys: Sequence[float], size: int, mpp: Mpp) -> np.ndarray:
+        """(N, size, size, 3) uint8: squares of ``size`` px at ``mpp`` centred on level-0 points (xs, ys), as
+        :meth:`read_regions` reads them (white outside the slide)."""
+        half = size / 2 * self.mpp.factor_to(mpp)  # level-0 px from a centre to the square's edge
+        return self.read_regions(np.asarray(xs) - half, np.asarray(ys) - half, size, size, mpp)
+
     def read_regions(
         self, xs: Sequence[float], ys: Sequence[float], width: int, height: int, mpp: Mpp
     ) -> np.ndarray:
