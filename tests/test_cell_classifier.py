@@ -166,6 +166,23 @@ def test_no_swapped_surroundings_draws_nothing() -> None:
     assert torch.equal(gen.get_state(), torch.Generator().manual_seed(0).get_state())
 
 
+def test_random_convolutions_change_texture_but_keep_each_crops_colour_means() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = 100 + 40 * torch.rand(6, 3, 32, 32, generator=gen)  # mid-range: the clamp to 0-255 does not bite
+    x[5] = torch.tensor([90.0, 120.0, 150.0])[:, None, None]  # a flat crop has no texture to change
+    out = Augment(random_conv_p=1.0, random_conv_kernels=(3,))._random_convolution(x, gen)
+    torch.testing.assert_close(out.mean((2, 3)), x.mean((2, 3)), atol=0.5, rtol=0)
+    assert ((out[:5] - x[:5]).abs().mean((1, 2, 3)) > 1).all()
+    torch.testing.assert_close(out[5], x[5])
+
+
+def test_no_random_convolutions_draw_nothing() -> None:
+    """Off by default, and then a run's batches are those of a run before the option existed."""
+    x, gen = torch.rand(4, 3, 32, 32), torch.Generator().manual_seed(0)
+    assert Augment()._random_convolution(x, gen) is x
+    assert torch.equal(gen.get_state(), torch.Generator().manual_seed(0).get_state())
+
+
 def test_held_out_split_is_fixed_and_per_class() -> None:
     keys = [f"img{i}" for i in range(200)]
     groups = ["a"] * 100 + ["b"] * 100

@@ -259,6 +259,23 @@ def test_swapped_surroundings_reach_the_training_batches() -> None:
     assert plain.max() < 2 and (swapped > 5).float().mean() >= 0.5
 
 
+def test_random_convolutions_reach_the_training_batches() -> None:
+    """``--random-convolutions``: a seed's batches are the same without it, and every crop changes with it."""
+    n = 16
+    textured = np.random.default_rng(0).integers(60, 200, (n, 128, 128, 3), dtype=np.uint8)
+    data = CropSet(textured, np.array(["LYT", "NGS"] * (n // 2), "U8"), np.full(n, "pbc", "U16"),
+                   np.full(n, "", "U256"), np.full(n, -1, np.int8), np.full(n, -1, np.int8))
+    sampler = train_classifier.BalancedSampler(data, ("LYT", "NGS"), 0.8, seed=0)
+
+    def first_batch(share: float) -> torch.Tensor:
+        settings = train_classifier.TrainSettings(batch_size=8, workers=0, random_convolutions=share)
+        return next(train_classifier.batches(data, sampler, settings))[1]
+
+    plain, again, convolved = first_batch(0.0), first_batch(0.0), first_batch(1.0)
+    assert torch.equal(plain, again)
+    assert ((convolved - plain).abs().mean((1, 2, 3)) > 1).all()
+
+
 def _transfer_sets() -> TransferSets:
     rng = np.random.default_rng(0)
 

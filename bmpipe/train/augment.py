@@ -23,6 +23,10 @@ class Augment:
     saturation (a nucleus is navy under one lab's stain and violet under another's; some crops lose their
     colour altogether, so shape and texture must carry the class), brightness/contrast and gamma (camera and
     lamp); then blur up to a defocused 1000× photograph, and sensor noise.
+    Random convolutions (``random_conv_p``, off by default; RandConv, Xu et al. 2021, ICLR): a share of crops
+    pass through a convolution with random weights (one kernel size per batch, 1-7 px), blended with the crop
+    by a random weight and brought back to its own colour means and contrast: the local colour and texture
+    change while the shapes stay, so a class must be told by shape, not by the texture of its source's camera.
     Surroundings (``swap_p``, off by default): a share of crops keep the cell, a disc of ``swap_radius_px``
     around the centre, and take everything outside it from another crop of the batch, so the red cells and
     background around a cell (its lab's look, or the phantom's) say nothing of its class or source.
@@ -43,6 +47,8 @@ class Augment:
     noise: float = 6.0
     swap_p: float = 0.0
     swap_radius_px: tuple[float, float] = (28.0, 44.0)
+    random_conv_p: float = 0.0
+    random_conv_kernels: tuple[int, ...] = (1, 3, 5, 7)
 
     def __call__(self, images: np.ndarray, gen: torch.Generator) -> torch.Tensor:
         """uint8 (B, S, S, 3) → float (B, 3, out_px, out_px) in 0-255."""
@@ -51,6 +57,7 @@ class Augment:
         x = self._swap_surroundings(x, gen)
         x = self._geometry(x, gen, s)
         x = self._stain(x, gen)
+        x = self._random_convolution(x, gen)
         x = self._blur(x, gen)
         x = x + torch.randn(x.shape, generator=gen) * self.noise * torch.rand(b, 1, 1, 1, generator=gen)
         return x.clamp_(0, 255)
@@ -73,6 +80,26 @@ class Augment:
         donor = torch.empty_like(order)
         donor[order] = order.roll(1)  # one random cycle through the batch: no crop is its own donor
         return keep * x + (1 - keep) * x[donor]
+
+    def _random_convolution(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Each picked crop: mean + α·(crop - mean) + (1 - α)·conv(crop - mean), the convolution's output scaled
+        to the crop's own contrast (α uniform in 0-1; per-crop random 3→3 weights, variance 1/fan-in)."""
+        if self.random_conv_p <= 0:
+            return x  # no random draws: runs without it keep their batches
+        b, c, h, w = x.shape
+        k = self.random_conv_kernels[int(torch.randint(len(self.random_conv_kernels), (1,), generator=gen))]
+        picked = (torch.rand(b, generator=gen) < self.random_conv_p)[:, None, None, None]
+        alpha = torch.rand(b, 1, 1, 1, generator=gen)
+        weight = torch.randn(b * c, c, k, k, generator=gen) / (c * k * k) ** 0.5
+        mean = x.mean((2, 3), keepdim=True)
+        centred = x - mean
+        y = centred.reshape(1, b * c, h, w)  # one group per crop: its own weights
+        if k > 1:
+            y = F.pad(y, (k // 2,) * 4, mode="reflect")
+        y = F.conv2d(y, weight, groups=b).reshape(b, c, h, w)
+        y = y * (centred.std((1, 2, 3), keepdim=True) / (y.std((1, 2, 3), keepdim=True) + 1e-6))
+        out = (mean + alpha * centred + (1 - alpha) * y).clamp(0, 255)
+        return torch.where(picked, out, x)
 
     def _geometry(self, x: torch.Tensor, gen: torch.Generator, s: int) -> torch.Tensor:
         b = x.shape[0]

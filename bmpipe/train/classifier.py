@@ -107,6 +107,8 @@ class TrainSettings:
     domain_weight: float = 0.1
     # Share of crops whose surroundings are taken from another crop of the batch (``Augment.swap_p``; 0: off).
     swap_surroundings: float = 0.0
+    # Share of crops passed through a random convolution (``Augment.random_conv_p``; 0: off).
+    random_convolutions: float = 0.0
     device: str | None = None  # torch device; default CUDA when there is one
     workers: int = 2  # threads reading and augmenting batches ahead of the network (0: in the training loop)
     checkpoint: Path | None = None  # the run's state, saved every checkpoint_minutes and on Ctrl-C
@@ -297,7 +299,7 @@ def batches(data: CropSet, sampler: BalancedSampler, settings: TrainSettings,
     augmentation overlap the network's step. A batch depends only on the seed and its step number, so a
     resumed run sees exactly the batches an uninterrupted one would have.
     """
-    augment = Augment(swap_p=settings.swap_surroundings)
+    augment = Augment(swap_p=settings.swap_surroundings, random_conv_p=settings.random_convolutions)
 
     def prepare(step: int) -> tuple[np.ndarray, torch.Tensor]:
         rows = sampler.batch(settings.batch_size, step)
@@ -320,7 +322,7 @@ def batches(data: CropSet, sampler: BalancedSampler, settings: TrainSettings,
 #: Settings that shape a run's schedule and batches: a checkpoint resumes only a run that agrees on them.
 _SCHEDULE_KEYS = ("minutes", "steps", "batch_size", "lr", "weight_decay", "warmup", "real_fraction",
                   "label_smoothing", "ema_decay", "seed", "class_weights", "synthetic_only", "negative_fraction",
-                  "domain_weight", "swap_surroundings")
+                  "domain_weight", "swap_surroundings", "random_convolutions")
 
 
 def run_fingerprint(data: CropSet, codes: tuple[str, ...], settings: TrainSettings) -> str:
@@ -722,7 +724,9 @@ def write_card(
          f"PLM with p ≥ {NEGATIVE_TRUST['segpc-other']:g} left out of the loss); phantom/real feature alignment weight "
          f"{t.get('domain_weight', 0):g}"
          + (f"; surroundings swapped in {t['swap_surroundings']:.0%} of crops"
-            if t.get("swap_surroundings") else "")),
+            if t.get("swap_surroundings") else "")
+         + (f"; random convolutions in {t['random_convolutions']:.0%} of crops"
+            if t.get("random_convolutions") else "")),
         *([(f"- **synthetic-only proxy**: real images of {', '.join(t['synthetic_only'])} left out of training "
             "(their held-out real images scored in the transfer section)")] if t.get("synthetic_only") else []),
         *([(f"- warm start: every weight but the new class-head rows began as classifier {config['warm_start']} "
@@ -847,6 +851,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--swap-surroundings", type=float, default=TrainSettings.swap_surroundings, metavar="P",
                    help="share of crops that keep their cell and take the surroundings of another crop of the "
                         "batch (0 turns it off)")
+    p.add_argument("--random-convolutions", type=float, default=TrainSettings.random_convolutions, metavar="P",
+                   help="share of crops passed through a convolution with random weights, which changes colour "
+                        "and texture but not shape (0 turns it off)")
     p.add_argument("--synthetic-only", action="append", default=[], metavar="CODE",
                    help="leave CODE's real images out of training (phantom cells only), to measure how far "
                         "phantom cells carry a class to real ones (evaluate classifier --transfer); repeatable")
@@ -870,7 +877,8 @@ def main(argv: list[str] | None = None) -> int:
         phantom_per_code=args.phantom_per_code, seed=args.seed, threads=args.threads, lr=args.lr,
         init=None if args.init is None else default_models_dir() if args.init == "shipped" else Path(args.init),
         class_weights=class_weights, synthetic_only=tuple(c.upper() for c in args.synthetic_only),
-        domain_weight=args.domain_weight, swap_surroundings=args.swap_surroundings, device=args.device,
+        domain_weight=args.domain_weight, swap_surroundings=args.swap_surroundings,
+        random_convolutions=args.random_convolutions, device=args.device,
         workers=args.workers,
         checkpoint_minutes=args.checkpoint_minutes, resume=args.resume,
     )
