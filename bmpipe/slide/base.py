@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
+import cv2
 import numpy as np
 
 from bmpipe.errors import SlideError
@@ -189,11 +190,25 @@ class Slide(ABC):
                 )
         return out
 
-    def read_centred(self, xs: Sequence[float], ys: Sequence[float], size: int, mpp: Mpp) -> np.ndarray:
+    def read_centred(self, xs: Sequence[float], ys: Sequence[float], size: int, mpp: Mpp,
+                     mirror_outside: bool = False) -> np.ndarray:
         """(N, size, size, 3) uint8: squares of ``size`` px at ``mpp`` centred on level-0 points (xs, ys), as
-        :meth:`read_regions` reads them (white outside the slide)."""
-        half = size / 2 * self.mpp.factor_to(mpp)  # level-0 px from a centre to the square's edge
-        return self.read_regions(np.asarray(xs) - half, np.asarray(ys) - half, size, size, mpp)
+        :meth:`read_regions` reads them: white outside the slide, or with ``mirror_outside`` that part mirrored
+        from the part inside (the pixels wholly within the slide), as a network's training crops are."""
+        px = self.mpp.factor_to(mpp)  # level-0 px per output px
+        x0, y0 = np.asarray(xs, np.float64) - size / 2 * px, np.asarray(ys, np.float64) - size / 2 * px
+        out = self.read_regions(x0, y0, size, size, mpp)
+        if not mirror_outside:
+            return out
+        width, height = self.dimensions
+        lo_x, lo_y = np.ceil(-x0 / px).clip(0, size), np.ceil(-y0 / px).clip(0, size)
+        hi_x, hi_y = np.floor((width - x0) / px).clip(0, size), np.floor((height - y0) / px).clip(0, size)
+        partial = (lo_x > 0) | (lo_y > 0) | (hi_x < size) | (hi_y < size)
+        for i in np.flatnonzero(partial & (hi_x > lo_x) & (hi_y > lo_y)):  # a centre off the slide: left white
+            top, bottom, left, right = int(lo_y[i]), int(hi_y[i]), int(lo_x[i]), int(hi_x[i])
+            out[i] = cv2.copyMakeBorder(np.ascontiguousarray(out[i, top:bottom, left:right]), top, size - bottom,
+                                        left, size - right, cv2.BORDER_REFLECT_101)
+        return out
 
     def read_regions(
         self, xs: Sequence[float], ys: Sequence[float], width: int, height: int, mpp: Mpp

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-import cv2
 import numpy as np
 
 from bmpipe.records import Cells
@@ -34,24 +33,7 @@ def read_crops(slide: Slide, cells: Cells, mpp: Mpp, crop_px: int) -> np.ndarray
     from the part inside, as in every crop the classifier was trained and evaluated on (``crop_centred``):
     the white a slide reads there is a look no training crop had.
     """
-    crops = slide.read_centred(cells.x, cells.y, crop_px, mpp)
-    px = slide.mpp.factor_to(mpp)  # level-0 px per crop px
-    x0, y0 = cells.x - crop_px / 2 * px, cells.y - crop_px / 2 * px
-    width, height = slide.dimensions
-    # crop pixels wholly inside the image: [lo, hi) along each axis
-    lo_x, lo_y = np.ceil(-x0 / px).clip(0, crop_px), np.ceil(-y0 / px).clip(0, crop_px)
-    hi_x, hi_y = np.floor((width - x0) / px).clip(0, crop_px), np.floor((height - y0) / px).clip(0, crop_px)
-    partial = (lo_x > 0) | (lo_y > 0) | (hi_x < crop_px) | (hi_y < crop_px)
-    for i in np.flatnonzero(partial & (hi_x > lo_x) & (hi_y > lo_y)):
-        crops[i] = _mirror_outside(crops[i], int(lo_y[i]), int(hi_y[i]), int(lo_x[i]), int(hi_x[i]))
-    return crops
-
-
-def _mirror_outside(crop: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
-    """``crop`` refilled around its rows ``top:bottom`` and columns ``left:right`` by mirroring them."""
-    size_y, size_x = crop.shape[:2]
-    return cv2.copyMakeBorder(np.ascontiguousarray(crop[top:bottom, left:right]), top, size_y - bottom, left,
-                              size_x - right, cv2.BORDER_REFLECT_101)
+    return slide.read_centred(cells.x, cells.y, crop_px, mpp, mirror_outside=True)
 
 
 def labelled(cells: Cells, pred) -> Cells:
