@@ -74,13 +74,11 @@ def _interrupt_after(n: int):
     return batches
 
 
-@pytest.mark.parametrize("contrastive", [0.0, 0.5])
 def test_an_interrupted_run_resumed_ends_with_the_weights_of_an_uninterrupted_one(tree: Path, tmp_path: Path,
-                                                                                  monkeypatch, contrastive) -> None:
+                                                                                  monkeypatch) -> None:
     data, _ = load_folder(tree, CLASSIFIER_MPP, name="matek", stream=True)
     codes = tuple(sorted(set(data.codes)))
     settings = train_classifier.TrainSettings(steps=6, batch_size=8, domain_weight=0.0, workers=2,
-                                              contrastive=contrastive, contrastive_crops=4,
                                               checkpoint=tmp_path / "ckpt.pt", checkpoint_minutes=1e9)
     whole, stats = train_classifier.fit(_small_net(codes), data, codes, settings)
     assert stats["steps"] == 6 and stats["crops_per_s"] > 0 and stats["peak_rss_mb"] > 0

@@ -213,8 +213,7 @@ def test_reversed_gradient_and_the_rows_domain_alignment_uses() -> None:
     assert train_classifier.shared_codes(data, ("LYT", "BLA", "PLM")).tolist() == [True, True, False, False]
 
 
-@pytest.mark.parametrize("extra", [{"domain_weight": 0.3}, {"contrastive": 0.5, "contrastive_crops": 4}])
-def test_fit_with_an_auxiliary_loss_trains_and_leaves_no_extra_head_in_the_model(extra: dict) -> None:
+def test_fit_with_domain_alignment_trains_and_leaves_no_critic_in_the_model() -> None:
     rng = np.random.default_rng(0)
     n = 24
     data = CropSet(rng.integers(0, 255, (n, 128, 128, 3), dtype=np.uint8), np.array(["LYT", "NGS"] * 12, "U8"),
@@ -222,8 +221,7 @@ def test_fit_with_an_auxiliary_loss_trains_and_leaves_no_extra_head_in_the_model
                    np.full(n, -1, np.int8), np.full(n, -1, np.int8))
     config = default_config(("LYT", "NGS"))
     config.update(stem=8, widths=[8, 16], depths=[1, 1])
-    settings = train_classifier.TrainSettings(steps=3, batch_size=8, negative_fraction=0.0,
-                                              **{"domain_weight": 0.0, **extra})
+    settings = train_classifier.TrainSettings(steps=3, batch_size=8, domain_weight=0.3, negative_fraction=0.0)
     model, stats = train_classifier.fit(CellNet(config), data, ("LYT", "NGS"), settings)
     assert stats["steps"] == 3
     assert set(model.state_dict()) == set(CellNet(config).state_dict())
@@ -276,32 +274,6 @@ def test_random_convolutions_reach_the_training_batches() -> None:
     plain, again, convolved = first_batch(0.0), first_batch(0.0), first_batch(1.0)
     assert torch.equal(plain, again)
     assert ((convolved - plain).abs().mean((1, 2, 3)) > 1).all()
-
-
-def test_contrastive_loss_finds_each_views_partner() -> None:
-    z = torch.randn(8, 16, generator=torch.Generator().manual_seed(0))
-    partners = torch.cat([z, z + 0.01 * torch.randn(8, 16)])
-    strangers = torch.cat([z, z.roll(1, 0)])
-    assert train_classifier.nt_xent(partners) < 0.5 and train_classifier.nt_xent(strangers) > 2.0
-
-
-def test_contrastive_views_are_two_looks_at_real_crops_and_leave_the_labelled_batch_alone() -> None:
-    n = 16
-    images = np.random.default_rng(0).integers(60, 200, (n, 128, 128, 3), dtype=np.uint8)
-    sources = np.array(["pbc"] * 4 + ["txl-white"] * 4 + ["phantom"] * 8, "U16")
-    codes = np.array(["LYT"] * 4 + [""] * 4 + ["LYT"] * 8, "U8")
-    data = CropSet(images, codes, sources, np.full(n, "", "U256"), np.full(n, -1, np.int8), np.full(n, -1, np.int8))
-    sampler = train_classifier.BalancedSampler(data, ("LYT",), 0.8, seed=0)
-    rows = np.concatenate([sampler.real(32, step) for step in range(4)])
-    assert set(sources[rows]) == {"pbc", "txl-white"}
-
-    def first_batch(weight: float) -> tuple:
-        settings = train_classifier.TrainSettings(batch_size=8, workers=0, contrastive=weight, contrastive_crops=5)
-        return next(train_classifier.batches(data, sampler, settings))
-
-    (_, plain, none), (_, labelled, views) = first_batch(0.0), first_batch(1.0)
-    assert none is None and torch.equal(plain, labelled)
-    assert views.shape == (10, 3, 96, 96) and ((views[:5] - views[5:]).abs().mean((1, 2, 3)) > 1).all()
 
 
 def _transfer_sets() -> TransferSets:

@@ -107,10 +107,6 @@ class TrainSettings:
     domain_weight: float = 0.1
     # Share of crops whose surroundings are taken from another crop of the batch (``Augment.swap_p``; 0: off).
     swap_surroundings: float = 0.0
-    # Weight of a contrastive loss (SimCLR) on two augmented views of real crops of any source, labelled or not
-    # (0: off): features that tell one real cell from another under augmentation, not only the taught classes.
-    contrastive: float = 0.0
-    contrastive_crops: int = 16  # real crops per step, each seen twice
     # Share of crops passed through a random convolution (``Augment.random_conv_p``; 0: off).
     random_convolutions: float = 0.0
     device: str | None = None  # torch device; default CUDA when there is one
@@ -185,7 +181,6 @@ class BalancedSampler:
         negative = (data.codes == "") & (data.not_codes != "")
         self.negatives = [np.flatnonzero(negative & (data.sources == s)) for s in np.unique(data.sources[negative])]
         self.negative_fraction = negative_fraction if self.negatives else 0.0
-        self.real_sources = [np.flatnonzero(data.sources == s) for s in np.unique(data.sources[~is_phantom])]
 
     def batch(self, size: int, step: int) -> np.ndarray:
         """The rows of training step ``step``: a function of the seed and the step alone."""
@@ -202,13 +197,6 @@ class BalancedSampler:
             pool = real if use_real else synth
             out[i] = pool[rng.integers(len(pool))]
         return out
-
-    def real(self, size: int, step: int) -> np.ndarray:
-        """Rows of real crops for step ``step``'s contrastive views, each real source equally likely, labels
-        ignored; drawn from a random stream of their own, so the labelled batches do not change."""
-        rng = np.random.default_rng([self.seed, step, 1])
-        pools = [self.real_sources[k] for k in rng.integers(len(self.real_sources), size=size)]
-        return np.array([pool[rng.integers(len(pool))] for pool in pools], np.int64)
 
 
 #: A SegPC cell taught as "not PLM" that the network already gives at least this probability of PLM is left
@@ -299,28 +287,13 @@ def _lr_factor(progress: float, warmup: float) -> float:
     return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * (progress - warmup) / (1 - warmup)))
 
 
-def _step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + step + stream * 2**40)
-
-
-def nt_xent(z: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
-    """SimCLR's loss (Chen et al. 2020) on 2n embeddings whose rows i and i + n are two views of one crop: each
-    view must pick its partner out of the other 2n - 1."""
-    n = len(z) // 2
-    z = F.normalize(z, dim=1)
-    sim = (z @ z.T / temperature).fill_diagonal_(float("-inf"))
-    return F.cross_entropy(sim, (torch.arange(2 * n, device=z.device) + n) % (2 * n))
-
-
-def projection_head(width: int) -> torch.nn.Module:
-    """Maps features to the space the contrastive loss compares them in; trained with them, never saved."""
-    return torch.nn.Sequential(torch.nn.Linear(width, 128), torch.nn.ReLU(), torch.nn.Linear(128, 64))
+def _step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
 def batches(data: CropSet, sampler: BalancedSampler, settings: TrainSettings,
-            first_step: int = 0) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor | None]]:
-    """(rows, augmented crops, two augmented views of ``contrastive_crops`` real crops or None) for every step
-    from ``first_step`` on.
+            first_step: int = 0) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """(rows, augmented crops) for every step from ``first_step`` on.
 
     Files are read and batches augmented ``settings.workers`` steps ahead in threads, so the disk and the
     augmentation overlap the network's step. A batch depends only on the seed and its step number, so a
@@ -328,15 +301,10 @@ def batches(data: CropSet, sampler: BalancedSampler, settings: TrainSettings,
     """
     augment = Augment(swap_p=settings.swap_surroundings, random_conv_p=settings.random_convolutions)
 
-    def prepare(step: int) -> tuple[np.ndarray, torch.Tensor, torch.Tensor | None]:
+    def prepare(step: int) -> tuple[np.ndarray, torch.Tensor]:
         rows = sampler.batch(settings.batch_size, step)
         images, ok = data.read(rows)
-        views = None
-        if settings.contrastive > 0:
-            real, real_ok = data.read(sampler.real(settings.contrastive_crops, step))
-            real = real[real_ok]
-            views = augment(np.concatenate([real, real]), _step_generator(settings.seed, step, stream=1))
-        return rows[ok], augment(images[ok], _step_generator(settings.seed, step)), views
+        return rows[ok], augment(images[ok], _step_generator(settings.seed, step))
 
     if settings.workers < 1:
         yield from map(prepare, itertools.count(first_step))
@@ -354,8 +322,7 @@ def batches(data: CropSet, sampler: BalancedSampler, settings: TrainSettings,
 #: Settings that shape a run's schedule and batches: a checkpoint resumes only a run that agrees on them.
 _SCHEDULE_KEYS = ("minutes", "steps", "batch_size", "lr", "weight_decay", "warmup", "real_fraction",
                   "label_smoothing", "ema_decay", "seed", "class_weights", "synthetic_only", "negative_fraction",
-                  "domain_weight", "swap_surroundings", "contrastive", "contrastive_crops",
-                  "random_convolutions")
+                  "domain_weight", "swap_surroundings", "random_convolutions")
 
 
 def run_fingerprint(data: CropSet, codes: tuple[str, ...], settings: TrainSettings) -> str:
@@ -456,14 +423,10 @@ def fit(model: CellNet, data: CropSet, codes: tuple[str, ...], settings: TrainSe
     critic = domain_head(model.class_head.in_features).to(device) if settings.domain_weight > 0 else None
     if critic is not None:
         params += list(critic.parameters())
-    projector = projection_head(model.class_head.in_features).to(device) if settings.contrastive > 0 else None
-    if projector is not None:
-        params += list(projector.parameters())
     opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=amp and amp_dtype == torch.float16)
     ema = copy.deepcopy(model).eval()
-    state = {"model": model, "ema": ema, "critic": critic, "projector": projector, "optimizer": opt,
-             "scaler": scaler}
+    state = {"model": model, "ema": ema, "critic": critic, "optimizer": opt, "scaler": scaler}
     checkpoint = (Checkpoint(settings.checkpoint, run_fingerprint(data, codes, settings))
                   if settings.checkpoint is not None else None)
     step, before = checkpoint.restore(state) if checkpoint is not None and settings.resume else (0, 0.0)
@@ -479,22 +442,16 @@ def fit(model: CellNet, data: CropSet, codes: tuple[str, ...], settings: TrainSe
                 break
             for group in opt.param_groups:
                 group["lr"] = settings.lr * _lr_factor(progress, settings.warmup)
-            rows, x, views = next(stream)
+            rows, x = next(stream)
             step += 1
             if not len(rows):
                 continue  # every file of this batch was unreadable (each already logged)
             idx = torch.from_numpy(rows).to(device)
-            n = len(x)
-            if views is not None:
-                x = torch.cat([x, views])
             x = x.to(device, non_blocking=True).contiguous(memory_format=layout)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
                 features = model.features(x)
-                embedded = projector(features[n:]) if views is not None else None
-                features = features[:n]
                 logits, dys_logit, grade = model.heads(model.dropout(features))
             logits, dys_logit, grade, features = logits.float(), dys_logit.float(), grade.float(), features.float()
-            loss_con = nt_xent(embedded.float()) if embedded is not None else logits.new_zeros(())
             t, nt = targets[idx], not_targets[idx]
             has_t, has_nt = t >= 0, nt.any(1)
             loss_cls = (F.cross_entropy(logits[has_t], t[has_t], weight=class_weight,
@@ -514,16 +471,14 @@ def fit(model: CellNet, data: CropSet, codes: tuple[str, ...], settings: TrainSe
                 ramp = 2 / (1 + math.exp(-10 * progress)) - 1  # the critic first learns, then the features answer
                 guess = critic(_ReverseGradient.apply(features[m_a], ramp)).squeeze(1)
                 loss_dom = F.binary_cross_entropy_with_logits(guess, is_phantom[idx][m_a])
-            loss = (loss_cls + loss_not + 0.5 * loss_dys + 0.5 * loss_grade + settings.domain_weight * loss_dom
-                    + settings.contrastive * loss_con)
+            loss = loss_cls + loss_not + 0.5 * loss_dys + 0.5 * loss_grade + settings.domain_weight * loss_dom
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
             _ema_update(ema, model, min(settings.ema_decay, step / (9 + step)))
             running.update(
-                cls=loss_cls.item(), neg=loss_not.item(), dom=loss_dom.item(), con=loss_con.item(),
-                dys=loss_dys.item(),
+                cls=loss_cls.item(), neg=loss_not.item(), dom=loss_dom.item(), dys=loss_dys.item(),
                 grade=loss_grade.item(),
                 acc=(logits.argmax(1)[has_t] == t[has_t]).float().mean().item(), n=1,
             )
@@ -562,8 +517,8 @@ def _log_progress(step: int, settings: TrainSettings, elapsed: float, rate: floa
     total = f"/{settings.steps}" if settings.steps else f" ({elapsed / (settings.minutes * 60):.0%} of the time)"
     log.info(
         "step %d%s  %.0f s  %.0f crops/s  peak %.0f MB  lr %.2e  loss cls %.3f not-code %.3f domain %.3f "
-        "contrastive %.3f dys %.3f grade %.3f  train acc %.3f", step, total, elapsed, rate, peak_rss() / 2**20, lr,
-        *(running[k] / n for k in ("cls", "neg", "dom", "con", "dys", "grade", "acc")),
+        "dys %.3f grade %.3f  train acc %.3f", step, total, elapsed, rate, peak_rss() / 2**20, lr,
+        *(running[k] / n for k in ("cls", "neg", "dom", "dys", "grade", "acc")),
     )
     running.clear()
 
@@ -770,8 +725,6 @@ def write_card(
          f"{t.get('domain_weight', 0):g}"
          + (f"; surroundings swapped in {t['swap_surroundings']:.0%} of crops"
             if t.get("swap_surroundings") else "")
-         + (f"; contrastive loss (SimCLR) weight {t['contrastive']:g} on {t['contrastive_crops']} real crops "
-            "per step" if t.get("contrastive") else "")
          + (f"; random convolutions in {t['random_convolutions']:.0%} of crops"
             if t.get("random_convolutions") else "")),
         *([(f"- **synthetic-only proxy**: real images of {', '.join(t['synthetic_only'])} left out of training "
@@ -898,9 +851,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--swap-surroundings", type=float, default=TrainSettings.swap_surroundings, metavar="P",
                    help="share of crops that keep their cell and take the surroundings of another crop of the "
                         "batch (0 turns it off)")
-    p.add_argument("--contrastive", type=float, default=TrainSettings.contrastive, metavar="W",
-                   help="weight of a contrastive loss on two augmented views of real crops of every source, "
-                        "labelled or not (0 turns it off)")
     p.add_argument("--random-convolutions", type=float, default=TrainSettings.random_convolutions, metavar="P",
                    help="share of crops passed through a convolution with random weights, which changes colour "
                         "and texture but not shape (0 turns it off)")
@@ -928,7 +878,7 @@ def main(argv: list[str] | None = None) -> int:
         init=None if args.init is None else default_models_dir() if args.init == "shipped" else Path(args.init),
         class_weights=class_weights, synthetic_only=tuple(c.upper() for c in args.synthetic_only),
         domain_weight=args.domain_weight, swap_surroundings=args.swap_surroundings,
-        contrastive=args.contrastive, random_convolutions=args.random_convolutions, device=args.device,
+        random_convolutions=args.random_convolutions, device=args.device,
         workers=args.workers,
         checkpoint_minutes=args.checkpoint_minutes, resume=args.resume,
     )
