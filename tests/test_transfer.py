@@ -21,9 +21,11 @@ from bmpipe.datasets.cell_data import (
 )
 from bmpipe.datasets.detector_data import SEGPC_MPP_BY_PAD, segpc_mpp
 from bmpipe.evaluation import classifier as evaluation_classifier
+from bmpipe.evaluation import transfer
 from bmpipe.evaluation.transfer import (
     GroupedCells,
     TransferSets,
+    bccd_cells,
     change_from,
     compare_transfer,
     evaluate_transfer,
@@ -376,3 +378,31 @@ def test_txl_white_cells_come_only_from_its_own_fields() -> None:
     assert not set(train.paths) & set(held_out.paths)
     assert all(read_rgb(Path(p)).shape[:2] == (575, 575) for p in paths)
     assert set(train.not_codes) == {" ".join(WHITE_CELL_IS_NOT)} and set(train.codes) == {""}
+
+
+def test_cells_whose_image_does_not_show_their_label_are_scored_apart(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    audit = {"bccd": {"label": "neutrophil", "shows": "segmented nucleus", "not_shown": ["6", "7", "0"]}}
+    monkeypatch.setattr(transfer, "label_audits", lambda: audit)
+    clf = _classifier(tmp_path, {"BLA": ["phantom"], "LYT": ["pbc"], "PLM": ["segpc"]}, [])
+    result = evaluate_transfer(clf, _transfer_sets())
+    hits = result["outcomes"]["bccd_accuracy"][""]["hit"]
+    kept = [h for i, h in enumerate(hits) if i not in (6, 7)]  # "0.png" is labelled lymphocyte: kept
+    assert result["outcomes"]["bccd_audited_accuracy"][""]["hit"] == kept
+    assert result["figures"]["bccd_audited_accuracy"] == pytest.approx(np.mean(kept))
+    assert result["unseen_lab"]["bccd"]["audit"]["set_aside"] == 2
+    lines = format_transfer(result)
+    assert any("2 cells labelled neutrophil whose image shows no segmented nucleus (label audit): called" in line
+               for line in lines)
+    assert any(line.strip().startswith("BCCD, cells whose image shows their label") and "(label audit, no target)"
+               in line for line in lines)
+
+
+@pytest.mark.skipif(not (DATASETS["bccd"].path.parent / "wbc_subtype_labels.csv").exists(),
+                    reason="BCCD subtype labels not under $BMPIPE_DATA")
+def test_the_bccd_audit_names_fields_of_the_transfer_set_with_the_audited_label() -> None:
+    audit = transfer.label_audits()["bccd"]
+    cells = bccd_cells()
+    labelled = {Path(p).stem: g for p, g in zip(cells.paths, cells.groups)}
+    assert audit["not_shown"] and all(labelled.get(stem) == audit["label"] for stem in audit["not_shown"])
+    assert transfer.not_shown("bccd", cells).sum() == len(set(audit["not_shown"]))

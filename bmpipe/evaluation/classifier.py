@@ -64,11 +64,13 @@ PBC_GROUPS = tuple(sorted(set(PBC_GROUP_OF_CODE.values())))
 @dataclass(frozen=True)
 class Target:
     """A benchmark figure the issue asks for (not a clinical threshold): the value must reach ``at_least``
-    (None: a guard with no target of its own, watched for a fall when two models are compared)."""
+    (None: a figure with no target of its own, watched for a fall when two models are compared; ``note``
+    says why it is printed)."""
 
     label: str
     at_least: float | None
     unit: str = ""
+    note: str = "guard, no target"
 
 
 #: Issue 4's targets, checked by ``bmpipe evaluate classifier`` without ``--data``.
