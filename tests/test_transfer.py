@@ -40,6 +40,7 @@ from bmpipe.nn.weights import save_model
 from bmpipe.records import Cells
 from bmpipe.stages.aggregate import differential
 from bmpipe.train import classifier as train_classifier
+from bmpipe.train.augment import eosin_tint
 
 torch.set_num_threads(2)
 BMPIPE = Path(__file__).resolve().parents[1] / "bmpipe"
@@ -277,6 +278,36 @@ def test_random_convolutions_reach_the_training_batches() -> None:
     assert torch.equal(plain, again)
     assert ((convolved - plain).abs().mean((1, 2, 3)) > 1).all()
 
+
+
+def test_eosin_tint_reddens_only_the_stained_parts_of_picked_crops() -> None:
+    """``--eosin-neutrophils``: a picked crop's cell takes up eosin (green absorbed, red barely), its white
+    background stays; crops not picked are untouched."""
+    crop = np.full((2, 64, 64, 3), 235, np.uint8)
+    crop[:, 16:48, 16:48] = (170, 130, 190)  # a lilac cell on a white background
+    tinted = eosin_tint(crop, np.array([True, False]), 1.0, np.random.default_rng(0))
+    od = -np.log10((tinted.astype(float) + 1) / (crop.astype(float) + 1))
+    cell, background = od[0, 20:44, 20:44].mean((0, 1)), od[0, :8, :8].mean((0, 1))
+    assert cell[1] > 0.001 and cell[1] > 2 * cell[0] and cell[1] > cell[2] > cell[0]
+    assert np.abs(background).max() < 1e-9
+    assert np.array_equal(tinted[1], crop[1])
+
+
+def test_eosin_tint_reaches_only_neutrophil_series_crops_in_training_batches() -> None:
+    n = 16
+    cells = np.full((n, 128, 128, 3), 235, np.uint8)
+    cells[:, 40:88, 40:88] = (170, 130, 190)
+    data = CropSet(cells, np.array(["LYT", "NGS"] * (n // 2), "U8"), np.full(n, "pbc", "U16"),
+                   np.full(n, "", "U256"), np.full(n, -1, np.int8), np.full(n, -1, np.int8))
+    sampler = train_classifier.BalancedSampler(data, ("LYT", "NGS"), 0.8, seed=0)
+
+    def first_batch(share: float) -> tuple[np.ndarray, torch.Tensor]:
+        settings = train_classifier.TrainSettings(batch_size=16, workers=0, eosin_neutrophils=share)
+        return next(train_classifier.batches(data, sampler, settings))
+
+    (rows, plain), (_, tinted) = first_batch(0.0), first_batch(1.0)
+    changed = (tinted - plain).abs().mean((1, 2, 3)) > 0.5
+    assert changed.any() and np.array_equal(changed.numpy(), data.codes[rows] == "NGS")
 
 def _transfer_sets() -> TransferSets:
     rng = np.random.default_rng(0)

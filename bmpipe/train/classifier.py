@@ -65,7 +65,7 @@ from bmpipe.nn.weights import ModelRecord, default_models_dir, save_model
 from bmpipe.process_memory import peak_rss
 from bmpipe.resolution import Mpp
 from bmpipe.taxonomy import load_taxonomy
-from bmpipe.train.augment import Augment
+from bmpipe.train.augment import EOSIN_TINTED, Augment, eosin_tint
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,8 @@ class TrainSettings:
     swap_surroundings: float = 0.0
     # Share of crops passed through a random convolution (``Augment.random_conv_p``; 0: off).
     random_convolutions: float = 0.0
+    # Share of neutrophil-series crops whose stained parts take up extra eosin (``eosin_tint``; 0: off).
+    eosin_neutrophils: float = 0.0
     device: str | None = None  # torch device; default CUDA when there is one
     workers: int = 2  # threads reading and augmenting batches ahead of the network (0: in the training loop)
     checkpoint: Path | None = None  # the run's state, saved every checkpoint_minutes and on Ctrl-C
@@ -304,7 +306,12 @@ def batches(data: CropSet, sampler: BalancedSampler, settings: TrainSettings,
     def prepare(step: int) -> tuple[np.ndarray, torch.Tensor]:
         rows = sampler.batch(settings.batch_size, step)
         images, ok = data.read(rows)
-        return rows[ok], augment(images[ok], _step_generator(settings.seed, step))
+        rows, images = rows[ok], images[ok]
+        if settings.eosin_neutrophils > 0:
+            picked = np.isin(data.codes[rows], EOSIN_TINTED)
+            images = eosin_tint(images, picked, settings.eosin_neutrophils,
+                                np.random.default_rng([settings.seed, step, 17]))
+        return rows, augment(images, _step_generator(settings.seed, step))
 
     if settings.workers < 1:
         yield from map(prepare, itertools.count(first_step))
@@ -322,7 +329,7 @@ def batches(data: CropSet, sampler: BalancedSampler, settings: TrainSettings,
 #: Settings that shape a run's schedule and batches: a checkpoint resumes only a run that agrees on them.
 _SCHEDULE_KEYS = ("minutes", "steps", "batch_size", "lr", "weight_decay", "warmup", "real_fraction",
                   "label_smoothing", "ema_decay", "seed", "class_weights", "synthetic_only", "negative_fraction",
-                  "domain_weight", "swap_surroundings", "random_convolutions")
+                  "domain_weight", "swap_surroundings", "random_convolutions", "eosin_neutrophils")
 
 
 def run_fingerprint(data: CropSet, codes: tuple[str, ...], settings: TrainSettings) -> str:
@@ -726,7 +733,9 @@ def write_card(
          + (f"; surroundings swapped in {t['swap_surroundings']:.0%} of crops"
             if t.get("swap_surroundings") else "")
          + (f"; random convolutions in {t['random_convolutions']:.0%} of crops"
-            if t.get("random_convolutions") else "")),
+            if t.get("random_convolutions") else "")
+         + (f"; extra eosin in {t['eosin_neutrophils']:.0%} of neutrophil-series crops"
+            if t.get("eosin_neutrophils") else "")),
         *([(f"- **synthetic-only proxy**: real images of {', '.join(t['synthetic_only'])} left out of training "
             "(their held-out real images scored in the transfer section)")] if t.get("synthetic_only") else []),
         *([(f"- warm start: every weight but the new class-head rows began as classifier {config['warm_start']} "
@@ -854,6 +863,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--random-convolutions", type=float, default=TrainSettings.random_convolutions, metavar="P",
                    help="share of crops passed through a convolution with random weights, which changes colour "
                         "and texture but not shape (0 turns it off)")
+    p.add_argument("--eosin-neutrophils", type=float, default=TrainSettings.eosin_neutrophils, metavar="P",
+                   help="share of neutrophil-series crops given extra eosin, as a lab whose neutrophils take "
+                        "it up (0 turns it off)")
     p.add_argument("--synthetic-only", action="append", default=[], metavar="CODE",
                    help="leave CODE's real images out of training (phantom cells only), to measure how far "
                         "phantom cells carry a class to real ones (evaluate classifier --transfer); repeatable")
@@ -878,7 +890,8 @@ def main(argv: list[str] | None = None) -> int:
         init=None if args.init is None else default_models_dir() if args.init == "shipped" else Path(args.init),
         class_weights=class_weights, synthetic_only=tuple(c.upper() for c in args.synthetic_only),
         domain_weight=args.domain_weight, swap_surroundings=args.swap_surroundings,
-        random_convolutions=args.random_convolutions, device=args.device,
+        random_convolutions=args.random_convolutions, eosin_neutrophils=args.eosin_neutrophils,
+        device=args.device,
         workers=args.workers,
         checkpoint_minutes=args.checkpoint_minutes, resume=args.resume,
     )
