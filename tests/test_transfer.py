@@ -279,7 +279,6 @@ def test_random_convolutions_reach_the_training_batches() -> None:
     assert ((convolved - plain).abs().mean((1, 2, 3)) > 1).all()
 
 
-
 def test_eosin_tint_reddens_only_the_stained_parts_of_picked_crops() -> None:
     """``--eosin-neutrophils``: a picked crop's cell takes up eosin (green absorbed, red barely), its white
     background stays; crops not picked are untouched."""

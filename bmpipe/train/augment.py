@@ -167,8 +167,8 @@ def eosin_tint(images: np.ndarray, picked: np.ndarray, p: float, rng: np.random.
     out = images.copy()
     x = images[chosen].astype(np.float32) + 1
     od = -np.log10(x / 256)
-    white = np.percentile(x.reshape(len(x), -1, 3), 99, axis=1)[:, None, None]  # each crop's background
-    stained = np.clip((np.log10(white / x).sum(-1, keepdims=True) - 0.15) / 0.3, 0, 1)
+    glass = -np.log10(np.percentile(x.reshape(len(x), -1, 3), 99, axis=1) / 256)  # each crop's background
+    stained = np.clip((od.sum(-1, keepdims=True) - glass.sum(-1)[:, None, None, None] - 0.15) / 0.3, 0, 1)
     amount = rng.uniform(0, most, len(chosen))[:, None, None, None]
     od = od + stained * amount * EOSIN_OD
     out[chosen] = np.clip(np.rint(256 * 10 ** -od - 1), 0, 255).astype(np.uint8)
