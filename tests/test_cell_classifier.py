@@ -235,6 +235,48 @@ def test_train_classifier_on_a_matek_layout_folder(tmp_path: Path) -> None:
     assert "### matek" in card and "| LYT | lymphocyte (typical) | matek: " in card
 
 
+def test_width_scales_every_layer_and_one_is_the_shipped_size() -> None:
+    assert default_config(CODES)["widths"] == [32, 64, 128, 192] and default_config(CODES)["stem"] == 24
+    wide = default_config(CODES, 1.5)
+    assert wide["stem"] == 32 and wide["widths"] == [48, 96, 192, 288]
+
+
+def test_a_wider_network_started_from_a_narrower_one_computes_what_it_did(tmp_path: Path) -> None:
+    """``--width`` with ``--init``: the old weights fill the first channels and the new channels feed nothing
+    yet, so every head's output is the old network's (a new code's row aside); a narrower start is refused."""
+    torch.manual_seed(0)
+    old = CellNet(default_config(CODES))
+    for m in old.modules():  # trained-looking BatchNorm, so that a wrong slice would show
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.weight.data.uniform_(0.5, 1.5)
+    save_model(old, tmp_path, "classifier", "0.1", default_config(CODES))
+    codes = ("BLA", *CODES)
+    wide = CellNet(default_config(codes, 1.5))
+    train_classifier.warm_start(wide, codes, tmp_path)
+    x = torch.rand(4, 3, CROP_PX, CROP_PX) * 255
+    with torch.no_grad():
+        before, after = old.eval()(x), wide.eval()(x)
+    torch.testing.assert_close(after[0][:, 1:], before[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(after[1], before[1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(after[2], before[2], atol=1e-5, rtol=0)
+    save_model(wide, tmp_path / "wide", "classifier", "0.2", default_config(codes, 1.5))
+    with pytest.raises(ValueError, match="larger"):
+        train_classifier.warm_start(CellNet(default_config(codes)), codes, tmp_path / "wide")
+
+
+def test_the_width_option_reaches_the_run(monkeypatch, tmp_path: Path) -> None:
+    seen = {}
+
+    def record(models, settings, *args, **kwargs):
+        seen["width"] = settings.width
+        raise SystemExit(0)
+
+    monkeypatch.setattr(train_classifier, "train_classifier", record)
+    with pytest.raises(SystemExit):
+        train_classifier.main(["--width", "1.5", "--out", str(tmp_path)])
+    assert seen["width"] == 1.5
+
+
 SHIPPED = default_models_dir() / "classifier.safetensors"
 PBC = DATASETS["pbc"].path
 

@@ -56,12 +56,14 @@ _MEAN = (0.80, 0.70, 0.78)
 _STD = (0.14, 0.18, 0.12)
 
 
-def default_config(codes: tuple[str, ...] | list[str]) -> dict[str, Any]:
-    """The architecture bmpipe ships; stored in the weight file so the file alone rebuilds the network."""
+def default_config(codes: tuple[str, ...] | list[str], width: float = 1.0) -> dict[str, Any]:
+    """The architecture bmpipe ships; stored in the weight file so the file alone rebuilds the network.
+    ``width`` scales the channels of every layer (rounded to multiples of 8), for a lab with the data and the
+    hardware to train a larger network."""
     return {
         "arch": "bmpipe-cellnet-v1",
-        "stem": 24,
-        "widths": [32, 64, 128, 192],
+        "stem": _channels(24, width),
+        "widths": [_channels(w, width) for w in (32, 64, 128, 192)],
         "depths": [1, 1, 2, 1],
         "codes": list(codes),
         "mpp": CLASSIFIER_MPP.um_per_px,
@@ -75,6 +77,10 @@ def default_config(codes: tuple[str, ...] | list[str]) -> dict[str, Any]:
         "std": list(_STD),
         "input_norm": "crop",
     }
+
+
+def _channels(n: int, width: float) -> int:
+    return max(8, round(n * width / 8) * 8)
 
 
 class _Block(nn.Module):

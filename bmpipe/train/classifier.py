@@ -111,6 +111,8 @@ class TrainSettings:
     random_convolutions: float = 0.0
     # Share of neutrophil-series crops whose stained parts take up extra eosin (``eosin_tint``; 0: off).
     eosin_neutrophils: float = 0.0
+    # Channels of every layer × this (``default_config``): 1 is the shipped size.
+    width: float = 1.0
     device: str | None = None  # torch device; default CUDA when there is one
     workers: int = 2  # threads reading and augmenting batches ahead of the network (0: in the training loop)
     checkpoint: Path | None = None  # the run's state, saved every checkpoint_minutes and on Ctrl-C
@@ -218,21 +220,37 @@ def not_code_loss(logits: torch.Tensor, not_codes: torch.Tensor, trust: torch.Te
 
 def warm_start(model: CellNet, codes: tuple[str, ...], models_dir: Path) -> str:
     """Copy a trained classifier's weights into ``model``; class-head rows are matched by code, so codes new
-    to ``model`` start untrained while every other weight starts where the earlier training ended."""
+    to ``model`` start untrained while every other weight starts where the earlier training ended. A wider
+    ``model`` (``--width``) takes the old weights as its first channels and starts computing what the old
+    network did: its new channels are fed by random weights but feed nothing until training grows their
+    outgoing weights from zero."""
     old, old_config, record = load_network(models_dir)
     row = {c: i for i, c in enumerate(old_config["codes"])}
     state = model.state_dict()
     for key, value in old.state_dict().items():
+        if key not in state or state[key].dim() != value.dim():
+            continue
         if key.startswith("class_head."):
+            target = state[key]
             for i, code in enumerate(codes):
                 if code in row:
-                    state[key][i] = value[row[code]]
-        elif key in state and state[key].shape == value.shape:
-            state[key].copy_(value)
+                    _grow_into(target[i:i + 1], value[row[code]:row[code] + 1])
+        else:
+            _grow_into(state[key], value)
     model.load_state_dict(state)
     log.info("warm start from %s %s: %d of %d codes already known", record.name, record.version,
              sum(c in row for c in codes), len(codes))
     return record.version
+
+
+def _grow_into(target: torch.Tensor, value: torch.Tensor) -> None:
+    """``value`` into the leading slice of ``target`` (as large or larger in every dimension); a weight's inputs
+    beyond ``value``'s (dimension 1, new channels feeding old ones) are zeroed."""
+    if any(t < v for t, v in zip(target.shape, value.shape)):
+        raise ValueError(f"cannot start a {tuple(target.shape)} weight from a larger {tuple(value.shape)} one")
+    target[tuple(slice(0, n) for n in value.shape)] = value
+    if target.dim() >= 2 and target.shape[1] > value.shape[1]:
+        target[:, value.shape[1]:] = 0
 
 
 #: Crops of each kind that are not Romanowsky-stained (H&E tissue, colourless copies) the stain check sees.
@@ -566,7 +584,7 @@ def train_classifier(
     taxonomy = load_taxonomy()
     named = set(data.train.codes) | {c for s in data.train.not_codes for c in str(s).split()}
     codes = tuple(c for c in taxonomy.codes if c in named)
-    config = default_config(codes)
+    config = default_config(codes, settings.width)
     config["learned_from"] = learned_from(data.train, codes)
     config["dysplasia_learned_from"] = sorted(set(data.train.sources[data.train.dysplastic == 1].tolist()))
     model = CellNet(config)
@@ -866,6 +884,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--eosin-neutrophils", type=float, default=TrainSettings.eosin_neutrophils, metavar="P",
                    help="share of neutrophil-series crops given extra eosin, as a lab whose neutrophils take "
                         "it up (0 turns it off)")
+    p.add_argument("--width", type=float, default=TrainSettings.width, metavar="F",
+                   help="channels of every layer × F (1: the shipped network; 1.5 costs about 2× the time); "
+                        "with --init, a narrower classifier's weights start the wider one")
     p.add_argument("--synthetic-only", action="append", default=[], metavar="CODE",
                    help="leave CODE's real images out of training (phantom cells only), to measure how far "
                         "phantom cells carry a class to real ones (evaluate classifier --transfer); repeatable")
@@ -891,7 +912,7 @@ def main(argv: list[str] | None = None) -> int:
         class_weights=class_weights, synthetic_only=tuple(c.upper() for c in args.synthetic_only),
         domain_weight=args.domain_weight, swap_surroundings=args.swap_surroundings,
         random_convolutions=args.random_convolutions, eosin_neutrophils=args.eosin_neutrophils,
-        device=args.device,
+        width=args.width, device=args.device,
         workers=args.workers,
         checkpoint_minutes=args.checkpoint_minutes, resume=args.resume,
     )
