@@ -885,8 +885,8 @@ def parser() -> argparse.ArgumentParser:
                    help="share of neutrophil-series crops given extra eosin, as a lab whose neutrophils take "
                         "it up (0 turns it off)")
     p.add_argument("--width", type=float, default=TrainSettings.width, metavar="F",
-                   help="channels of every layer × F (1: the shipped network; 1.5 costs about 2× the time); "
-                        "with --init, a narrower classifier's weights start the wider one")
+                   help="channels of every layer × F (1: the shipped network; 1.5 trains at about 0.6× and classifies "
+                        "at about 0.3× its speed); with --init, a narrower classifier's weights start the wider one")
     p.add_argument("--synthetic-only", action="append", default=[], metavar="CODE",
                    help="leave CODE's real images out of training (phantom cells only), to measure how far "
                         "phantom cells carry a class to real ones (evaluate classifier --transfer); repeatable")
