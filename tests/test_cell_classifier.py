@@ -10,7 +10,7 @@ import torch
 
 from bmpipe.datasets.catalog import DATASETS
 from bmpipe.datasets.cell_data import PBC_PREFIXES, STORE_PX, held_out, load_folder
-from bmpipe.errors import ModelError
+from bmpipe.errors import InputError, ModelError
 from bmpipe.evaluation.classifier import PBC_GROUP_OF_CODE
 from bmpipe.imaging.image_files import read_rgb
 from bmpipe.nn.cell_classifier import (
@@ -260,11 +260,11 @@ def test_a_wider_network_started_from_a_narrower_one_computes_what_it_did(tmp_pa
     torch.testing.assert_close(after[1], before[1], atol=1e-5, rtol=0)
     torch.testing.assert_close(after[2], before[2], atol=1e-5, rtol=0)
     save_model(wide, tmp_path / "wide", "classifier", "0.2", default_config(codes, 1.5))
-    with pytest.raises(ValueError, match="larger"):
+    with pytest.raises(InputError, match=r"classifier\.safetensors: its network \(stem 32, .* give --width"):
         train_classifier.warm_start(CellNet(default_config(codes)), codes, tmp_path / "wide")
 
 
-def test_the_width_option_reaches_the_run(monkeypatch, tmp_path: Path) -> None:
+def test_the_width_option_reaches_the_run(monkeypatch, tmp_path: Path, capsys) -> None:
     seen = {}
 
     def record(models, settings, *args, **kwargs):
@@ -275,6 +275,9 @@ def test_the_width_option_reaches_the_run(monkeypatch, tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         train_classifier.main(["--width", "1.5", "--out", str(tmp_path)])
     assert seen["width"] == 1.5
+    with pytest.raises(SystemExit):
+        train_classifier.main(["--width", "0"])
+    assert "--width takes a factor above 0" in capsys.readouterr().err
 
 
 SHIPPED = default_models_dir() / "classifier.safetensors"

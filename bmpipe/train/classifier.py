@@ -227,16 +227,20 @@ def warm_start(model: CellNet, codes: tuple[str, ...], models_dir: Path) -> str:
     old, old_config, record = load_network(models_dir)
     row = {c: i for i, c in enumerate(old_config["codes"])}
     state = model.state_dict()
-    for key, value in old.state_dict().items():
-        if key not in state or state[key].dim() != value.dim():
-            continue
-        if key.startswith("class_head."):
-            target = state[key]
-            for i, code in enumerate(codes):
-                if code in row:
-                    _grow_into(target[i:i + 1], value[row[code]:row[code] + 1])
-        else:
-            _grow_into(state[key], value)
+    try:
+        for key, value in old.state_dict().items():
+            if key not in state:
+                continue
+            if key.startswith("class_head."):
+                for i, code in enumerate(codes):
+                    if code in row:
+                        _grow_into(state[key][i:i + 1], value[row[code]:row[code] + 1])
+            else:
+                _grow_into(state[key], value)
+    except ValueError as exc:
+        raise InputError(models_dir / record.file, f"its network (stem {old_config['stem']}, widths "
+                         f"{old_config['widths']}) is wider than this run's ({exc}); give --width at least "
+                         "the one it was trained with") from exc
     model.load_state_dict(state)
     log.info("warm start from %s %s: %d of %d codes already known", record.name, record.version,
              sum(c in row for c in codes), len(codes))
@@ -900,6 +904,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("give one --mpp for every --data folder")
     if args.resume and args.out is None:
         p.error("--resume needs --out, the folder of the run to go on with")
+    if args.width <= 0:
+        p.error("--width takes a factor above 0, e.g. 1.5")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         class_weights = tuple((c, float(w)) for c, w in (cw.split("=", 1) for cw in args.class_weight))
