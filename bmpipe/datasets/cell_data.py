@@ -24,7 +24,7 @@ from scipy import ndimage as ndi
 from bmpipe.datasets.catalog import DATASETS, data_root
 from bmpipe.datasets.crop_store import ImageFiles, LazyCrops, stored_crop
 from bmpipe.errors import InputError
-from bmpipe.imaging.image_files import read_rgb
+from bmpipe.imaging.image_files import binary_mask, read_rgb
 from bmpipe.nn.cell_classifier import (
     CLASSIFIER_MPP,
     CROP_PX,
@@ -226,8 +226,7 @@ def _segpc_plasma_cells(root: Path) -> tuple[dict[Path, list[tuple[float, float]
     """Per masked SegPC field, the centres of its single plasma cells (mask blobs up to
     ``SEGPC_MERGED_FACTOR`` × the median area), and how many merged blobs were left out."""
     fields = [p for p in sorted((root / "images").glob("*.jpg")) if (root / "masks" / p.name).exists()]
-    blobs = {p: _segpc_centres(cv2.imread(str(root / "masks" / p.name), cv2.IMREAD_GRAYSCALE) > 127)
-             for p in fields}
+    blobs = {p: _segpc_centres(binary_mask(root / "masks" / p.name)) for p in fields}
     areas = [a for found in blobs.values() for _, _, a in found]
     limit = SEGPC_MERGED_FACTOR * float(np.median(areas)) if areas else 0.0
     single = {p: [(x, y) for x, y, a in found if a <= limit] for p, found in blobs.items()}
@@ -299,7 +298,7 @@ def load_segpc_others(root: Path | None = None, models_dir: Path | None = None) 
     for path in plasma:
         image = read_rgb(path)
         mpp = segpc_mpp(image)
-        mask = cv2.imread(str(root / "masks" / path.name), cv2.IMREAD_GRAYSCALE) > 127
+        mask = binary_mask(root / "masks" / path.name)
         margin = round(mpp.px(SEGPC_MASK_MARGIN_UM))
         near = cv2.dilate(mask.astype(np.uint8), cv2.getStructuringElement(
             cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))) > 0

@@ -32,7 +32,7 @@ from scipy import ndimage
 
 from bmpipe.datasets.catalog import DATASETS
 from bmpipe.errors import InputError
-from bmpipe.imaging.image_files import read_rgb
+from bmpipe.imaging.image_files import binary_mask, read_rgb
 from bmpipe.imaging.rescale import rescale
 from bmpipe.nn.unet_detector import DETECTOR_MPP
 from bmpipe.resolution import Mpp
@@ -300,13 +300,6 @@ def segpc_fields(seed: int = 0, val_share: float = 0.2) -> dict[str, list[Path]]
         val_groups.add(int(g))
     val = [p for p in images if p.stem.isdigit() and int(p.stem) // 100 in val_groups]
     return {"val": val, "train": [p for p in images if p not in val]}
-
-
-def binary_mask(path: Path) -> np.ndarray:
-    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if mask is None:
-        raise InputError(path, "not a readable mask image")
-    return mask > 127
 
 
 def segpc_instances(paths: list[Path]) -> Iterator[tuple[Path, np.ndarray, np.ndarray]]:

@@ -29,7 +29,7 @@ from bmpipe.cli.options import Parser, add_detector, add_device, add_models, add
 from bmpipe.datasets import detector_data as dd
 from bmpipe.datasets.catalog import DATASETS
 from bmpipe.imaging.boxes import iou_matrix
-from bmpipe.imaging.image_files import read_rgb
+from bmpipe.imaging.image_files import binary_mask, read_rgb
 from bmpipe.imaging.rescale import rescale
 from bmpipe.nn.detector import Detector
 from bmpipe.resolution import Mpp
@@ -143,7 +143,7 @@ def bccd_val_fields(seed: int) -> list[Field]:
 def segpc_val_fields(seed: int) -> list[Field]:
     masks = DATASETS["segpc"].path / "masks"
     return [
-        Field(p, dd.segpc_mpp(read_rgb(p)), truth_mask=lambda m=masks / p.name: dd.binary_mask(m))
+        Field(p, dd.segpc_mpp(read_rgb(p)), truth_mask=lambda m=masks / p.name: binary_mask(m))
         for p in dd.segpc_fields(seed)["val"]
     ]
 

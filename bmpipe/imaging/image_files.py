@@ -20,3 +20,11 @@ def read_rgb(path: Path) -> np.ndarray:
     if image is None:
         raise InputError(path, "not a readable image (JPEG, PNG, TIFF or BMP expected)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def binary_mask(path: Path) -> np.ndarray:
+    """A mask image (saved as JPEG by some data sets, hence the threshold) as booleans: grey level > 127."""
+    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if mask is None:
+        raise InputError(path, "not a readable mask image")
+    return mask > 127
