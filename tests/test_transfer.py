@@ -7,7 +7,6 @@ import ast
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -18,9 +17,7 @@ from bmpipe.datasets.cell_data import (
     WHITE_CELL_IS_NOT,
     CropSet,
     empty_cropset,
-    load_segpc,
     load_txl_white_cells,
-    touching_cell_centres,
 )
 from bmpipe.datasets.detector_data import SEGPC_MPP_BY_PAD, segpc_mpp
 from bmpipe.evaluation import classifier as evaluation_classifier
@@ -67,57 +64,6 @@ def test_segpc_cameras_are_told_apart_by_their_letterbox(rows: int, expected: fl
     field[rows:-rows] = np.random.default_rng(0).integers(60, 200, (512 - 2 * rows, 512, 3))
     assert segpc_mpp(field).um_per_px == expected
     assert set(SEGPC_MPP_BY_PAD) == {63, 64}
-
-
-def _touching_cells(centres: list[tuple[int, int]], nuclei: list[tuple[int, int]],
-                    shape: tuple[int, int] = (200, 260)) -> tuple[np.ndarray, np.ndarray]:
-    """A field of round cells (radius 30 px) each drawn as a mask disk, with a dark nucleus (radius 14 px) at
-    each of ``nuclei``: (mask, RGB field)."""
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    mask = np.zeros(shape, bool)
-    for x, y in centres:
-        mask |= (xx - x) ** 2 + (yy - y) ** 2 <= 30**2
-    field = np.full((*shape, 3), (230, 220, 230), np.uint8)
-    field[mask] = (150, 160, 210)
-    for x, y in nuclei:
-        field[(xx - x) ** 2 + (yy - y) ** 2 <= 14**2] = (80, 50, 130)
-    return mask, field
-
-
-def test_touching_plasma_cells_are_split_by_nucleus_and_centred_on_their_cells() -> None:
-    cells = [(70, 100), (125, 100), (180, 100)]
-    mask, field = _touching_cells(cells, [(62, 92), (125, 88), (190, 106)])
-    found = sorted(touching_cell_centres(mask, field, median_area=2800.0))
-    assert len(found) == 3
-    for (x, y), (cx, cy) in zip(found, cells):
-        assert abs(x - cx) < 4 and abs(y - cy) < 4
-
-
-def test_a_merged_blob_whose_nuclei_cannot_be_told_apart_gives_no_cell() -> None:
-    two = [(70, 100), (125, 100)]
-    mask, field = _touching_cells(two, [(97, 100)])  # one dark region between the cells
-    assert touching_cell_centres(mask, field, median_area=2400.0) == []
-    mask, field = _touching_cells(two, [(62, 100), (133, 100)])
-    assert len(touching_cell_centres(mask, field, median_area=2400.0)) == 2
-    assert touching_cell_centres(mask, field, median_area=3000.0) == []  # not merged-sized: a single cell's
-
-
-def test_segpc_training_fields_gain_their_touching_cells_and_held_out_fields_keep_single_cells(tmp_path: Path) -> None:
-    """Held-out plasma cells stay the single-blob cells every classifier was scored on."""
-    for folder in ("images", "masks"):
-        (tmp_path / folder).mkdir()
-    for i in range(20):
-        # two single cells, and three touching cells sharing one blob (2.8× a single cell's area)
-        mask, field = _touching_cells([(80, 80), (80, 400), (250, 300), (306, 300), (362, 300)],
-                                      [(80, 80), (80, 400), (242, 300), (306, 292), (372, 300)], (512, 512))
-        cv2.imwrite(str(tmp_path / "images" / f"{i}.jpg"), field[..., ::-1])
-        cv2.imwrite(str(tmp_path / "masks" / f"{i}.jpg"), mask.astype(np.uint8) * 255)
-    train, test = load_segpc(tmp_path)
-    held_out_fields = set(test.paths)
-    assert 0 < len(held_out_fields) < 20
-    assert len(test) == 2 * len(held_out_fields)
-    assert len(train) == 5 * (20 - len(held_out_fields))
-    assert not set(train.paths) & held_out_fields
 
 
 def test_not_code_loss_is_minus_log_of_not_being_any_of_those_codes() -> None:

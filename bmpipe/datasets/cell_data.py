@@ -57,10 +57,8 @@ _SPLIT_SALT = "bmpipe-classifier-split-v1"
 #: SegPC blobs smaller than this (pixels at the 512-px field) are mask noise, not cells.
 SEGPC_MIN_AREA = 200
 #: Blobs over this multiple of the median blob area are touching cells sharing one mask: their centre lies
-#: between cells, so they are never cut as one plasma cell; training fields split them by nucleus.
+#: between cells, so they are left out rather than taught as one plasma cell.
 SEGPC_MERGED_FACTOR = 2.2
-#: A dark part of a merged blob this share of the median blob area or larger is taken as one cell's nucleus.
-SEGPC_NUCLEUS_SHARE = 0.1
 
 
 @dataclass
@@ -224,58 +222,22 @@ def _segpc_centres(mask: np.ndarray) -> list[tuple[float, float, int]]:
     return [(x, y, a) for (y, x), a in zip(centres, areas) if a > SEGPC_MIN_AREA]
 
 
-def _segpc_plasma_cells(root: Path) -> tuple[dict[Path, list[tuple[float, float]]], int, float]:
+def _segpc_plasma_cells(root: Path) -> tuple[dict[Path, list[tuple[float, float]]], int]:
     """Per masked SegPC field, the centres of its single plasma cells (mask blobs up to
-    ``SEGPC_MERGED_FACTOR`` × the median area), how many merged blobs were left out, and the median area."""
+    ``SEGPC_MERGED_FACTOR`` × the median area), and how many merged blobs were left out."""
     fields = [p for p in sorted((root / "images").glob("*.jpg")) if (root / "masks" / p.name).exists()]
     blobs = {p: _segpc_centres(binary_mask(root / "masks" / p.name)) for p in fields}
     areas = [a for found in blobs.values() for _, _, a in found]
-    median = float(np.median(areas)) if areas else 0.0
-    single = {p: [(x, y) for x, y, a in found if a <= SEGPC_MERGED_FACTOR * median] for p, found in blobs.items()}
-    return single, len(areas) - sum(len(c) for c in single.values()), median
+    limit = SEGPC_MERGED_FACTOR * float(np.median(areas)) if areas else 0.0
+    single = {p: [(x, y) for x, y, a in found if a <= limit] for p, found in blobs.items()}
+    return single, len(areas) - sum(len(c) for c in single.values())
 
 
-def touching_cell_centres(mask: np.ndarray, rgb: np.ndarray, median_area: float) -> list[tuple[float, float]]:
-    """Centres (x, y) of the plasma cells that share a merged mask blob (over ``SEGPC_MERGED_FACTOR`` × the
-    median area): one cell per nucleus (the blob's dark part in red, Otsu within the blob, as large as
-    ``SEGPC_NUCLEUS_SHARE`` × the median), each blob pixel given to the nearest nucleus, and the centre of
-    the pixels so gathered, as a single cell's centre is its blob's. A blob in which fewer than two nuclei
-    are found, or whose split leaves a part still merged-sized, gives no cell: its centres would fall
-    between cells."""
-    limit = SEGPC_MERGED_FACTOR * median_area
-    labels, _ = ndi.label(mask)
-    red = cv2.GaussianBlur(rgb[..., 0], (5, 5), 0)
-    opening = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
-    centres: list[tuple[float, float]] = []
-    for i, box in enumerate(ndi.find_objects(labels), start=1):
-        blob = labels[box] == i
-        if blob.sum() <= limit:
-            continue
-        threshold, _ = cv2.threshold(red[box][blob].reshape(-1, 1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-        dark = cv2.morphologyEx((blob & (red[box] < threshold)).astype(np.uint8), cv2.MORPH_OPEN, opening)
-        nuclei, k = ndi.label(dark)
-        sizes = np.bincount(nuclei.ravel(), minlength=k + 1)[1:]
-        keep = np.flatnonzero(sizes >= SEGPC_NUCLEUS_SHARE * median_area) + 1
-        if len(keep) < 2:
-            continue
-        seeds = np.array(ndi.center_of_mass(dark, nuclei, keep))
-        pixels = np.argwhere(blob).astype(np.float64)
-        nearest = np.argmin(((pixels[:, None] - seeds[None]) ** 2).sum(-1), axis=1)
-        parts = [pixels[nearest == j] for j in range(len(keep))]
-        if max(len(part) for part in parts) > limit:
-            continue
-        centres += [(box[1].start + part[:, 1].mean(), box[0].start + part[:, 0].mean()) for part in parts]
-    return centres
-
-
-def _segpc_test_fields(cells: dict[Path, list[tuple[float, float]]]) -> set[str]:
-    """The held-out fields: a fixed share of the fields that hold plasma cells (the split classifiers before
-    2.0 were trained on), so all cells of a field are on one side; other fields train."""
+def _segpc_split(crops: CropSet, cells: dict[Path, list[tuple[float, float]]]) -> tuple[CropSet, CropSet]:
+    """(train, held-out) by field: a fixed share of the fields that hold plasma cells (the split classifiers
+    before 2.0 were trained on), so all cells of a field are on one side; other fields train."""
     fields = [str(p) for p, c in cells.items() if c]
-    return {p for p, t in zip(fields, held_out(fields, ["PLM"] * len(fields))) if t}
-
-
-def _segpc_split(crops: CropSet, test_fields: set[str]) -> tuple[CropSet, CropSet]:
+    test_fields = {p for p, t in zip(fields, held_out(fields, ["PLM"] * len(fields))) if t}
     test = np.isin(crops.paths, list(test_fields))
     return crops.subset(np.flatnonzero(~test)), crops.subset(np.flatnonzero(test))
 
@@ -288,21 +250,15 @@ def _field_crops(image: np.ndarray, mpp: Mpp, centres: list[tuple[float, float]]
 
 
 def load_segpc(root: Path | None = None) -> tuple[CropSet, CropSet]:
-    """(train, held-out) plasma-cell crops cut around SegPC mask blobs; split by field, not by cell. Held-out
-    fields give their single cells only; training fields also the cells of merged blobs, split by nucleus
-    (:func:`touching_cell_centres`): plasma cells in clusters, as a myeloma marrow shows them."""
+    """(train, held-out) plasma-cell crops cut around SegPC mask blobs; split by field, not by cell."""
     from bmpipe.datasets.detector_data import segpc_mpp
 
     root = root or DATASETS["segpc"].path
-    cells, merged, median = _segpc_plasma_cells(root)
-    test_fields = _segpc_test_fields(cells)
-    crops, paths, touching = [], [], 0
+    cells, merged = _segpc_plasma_cells(root)
+    crops, paths = [], []
     for path, centres in cells.items():
-        image = read_rgb(path)
-        if str(path) not in test_fields:
-            split = touching_cell_centres(binary_mask(root / "masks" / path.name), image, median)
-            centres, touching = centres + split, touching + len(split)
         if centres:
+            image = read_rgb(path)
             crops += _field_crops(image, segpc_mpp(image), centres)
             paths += [str(path)] * len(centres)
     n = len(crops)
@@ -312,9 +268,8 @@ def load_segpc(root: Path | None = None) -> tuple[CropSet, CropSet]:
         np.stack(crops), np.full(n, "PLM", "U8"), np.full(n, "segpc", "U16"), np.array(paths, "U256"),
         np.full(n, -1, np.int8), np.full(n, -1, np.int8),
     )
-    train, test = _segpc_split(crops_set, test_fields)
-    log.info("SegPC %s: %d plasma cells (%d of them split by nucleus from merged blobs; %d merged blobs in all), %d held out",
-             root, n, touching, merged, len(test))
+    train, test = _segpc_split(crops_set, cells)
+    log.info("SegPC %s: %d plasma cells (%d merged blobs left out), %d held out", root, n, merged, len(test))
     return train, test
 
 
@@ -337,7 +292,7 @@ def load_segpc_others(root: Path | None = None, models_dir: Path | None = None) 
     from bmpipe.stages.regions import whole_field
 
     root = root or DATASETS["segpc"].path
-    plasma, _, _ = _segpc_plasma_cells(root)
+    plasma, _ = _segpc_plasma_cells(root)
     detector = load_detector("unet", models_dir, "cpu")
     crops, paths = [], []
     for path in plasma:
@@ -361,7 +316,7 @@ def load_segpc_others(root: Path | None = None, models_dir: Path | None = None) 
         np.stack(crops), np.full(n, "", "U8"), np.full(n, "segpc-other", "U16"), np.array(paths, "U256"),
         np.full(n, -1, np.int8), np.full(n, -1, np.int8), np.full(n, "PLM", "U8"),
     )
-    train, test = _segpc_split(crops_set, _segpc_test_fields(plasma))
+    train, test = _segpc_split(crops_set, plasma)
     log.info("SegPC %s: %d detected non-plasma marrow cells, %d held out", root, n, len(test))
     return train, test
 
