@@ -208,6 +208,28 @@ def test_stain_check_tells_stained_crops_from_grey_and_pink_ones() -> None:
     assert StainCheck.from_config(None) is None
 
 
+def test_a_stain_outside_every_training_source_s_range_is_unlike_whatever_the_regression_says() -> None:
+    """A look the regression was never shown (a yellow background, brown nuclei: a rapid stain that is neither
+    Romanowsky nor H&E) can land on the Romanowsky side of it; the range check calls it unlike."""
+    rng = np.random.default_rng(0)
+    n = 200
+    base = rng.integers(0, 60, (3 * n, 32, 32, 1)).astype(np.float32)
+    purple = np.clip(base * [1.0, 1.8, 0.6] + [150, 110, 170], 0, 255).astype(np.uint8)
+    bluer = np.clip(base * [1.2, 1.6, 0.5] + [140, 110, 185], 0, 255).astype(np.uint8)  # a second source
+    grey = purple.mean(3, keepdims=True).astype(np.uint8).repeat(3, 3)
+    yellow = purple.copy()
+    yellow[..., 2] = (yellow[..., 2] * 0.55).astype(np.uint8)  # blue absorbed everywhere: a yellow cast
+    regression = StainCheck.fit(np.concatenate([purple[:n], bluer[:n]]), grey[:n])
+    assert unlike_share(regression.score(yellow[n:])) < 0.5  # the regression alone takes it for Romanowsky
+    check = regression.with_range(np.concatenate([purple[:n], bluer[:n]]), np.repeat(["a", "b"], n))
+    assert unlike_share(check.score(yellow[n:])) > 0.95
+    assert unlike_share(check.score(purple[n:])) < 0.05 and unlike_share(check.score(bluer[n:])) < 0.05
+    assert unlike_share(check.score(grey[n:])) > 0.95
+    again = StainCheck.from_config(check.as_config())
+    np.testing.assert_array_equal(again.score(yellow[n:]) == 0, check.score(yellow[n:]) == 0)
+    assert StainCheck.from_config(regression.as_config()).low is None  # a check fitted before ranges existed
+
+
 def test_reversed_gradient_and_the_rows_domain_alignment_uses() -> None:
     x = torch.ones(3, requires_grad=True)
     train_classifier._ReverseGradient.apply(x, 0.5).sum().backward()

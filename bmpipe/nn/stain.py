@@ -6,6 +6,11 @@ Each crop is described by a few colour figures (the optical-density direction of
 nuclei, and of its middle tones, the cytoplasm; its background colour and its colourfulness) and scored by a
 logistic regression fitted when the classifier is trained (``bmpipe.train.classifier``): Romanowsky-stained
 crops of every training source against H&E tissue crops and colourless copies of the Romanowsky ones.
+
+A regression only knows the two sides it was shown, and extrapolates for any other look: a stain that is
+neither Romanowsky nor H&E may score as Romanowsky. So a crop whose colour figures lie outside the range that
+some training source spans (:data:`RANGE_PERCENTILE`) scores 0, whatever the regression says: the model was
+never shown a cell that looks like it.
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ import numpy as np
 
 #: A slide is warned about when more than this share of its cells score below 0.5.
 UNLIKE_SHARE = 0.5
+#: Each colour figure's accepted range: from the lowest to the highest of the training sources' own
+#: RANGE_PERCENTILE-th and (100 - RANGE_PERCENTILE)-th percentiles, so a rare crop of a source stays in.
+RANGE_PERCENTILE = 0.1
 
 
 #: Optical density of each 8-bit intensity (a table: the logarithm per pixel cost as much as the classifier).
@@ -50,27 +58,49 @@ class StainCheck:
     std: np.ndarray
     weights: np.ndarray
     bias: float
+    #: Accepted range of each colour figure (None: no range, as in checks fitted before it existed).
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
 
     def score(self, crops: np.ndarray) -> np.ndarray:
-        """(N,) float32: the probability that each crop is Romanowsky-stained."""
+        """(N,) float32: the probability that each crop is Romanowsky-stained; 0 outside the accepted range."""
         if not len(crops):
             return np.zeros(0, np.float32)
-        z = (colour_descriptors(crops) - self.mean) / self.std
-        return (1 / (1 + np.exp(-(z @ self.weights + self.bias)))).astype(np.float32)
+        d = colour_descriptors(crops)
+        p = (1 / (1 + np.exp(-((d - self.mean) / self.std @ self.weights + self.bias)))).astype(np.float32)
+        if self.low is not None and self.high is not None:
+            p[((d < self.low) | (d > self.high)).any(1)] = 0.0
+        return p
+
+    def with_range(self, stained: np.ndarray, sources: np.ndarray) -> StainCheck:
+        """This check with the accepted range of the Romanowsky-stained training crops ``stained``, each from
+        the data set named in ``sources``."""
+        d = colour_descriptors(stained)
+        groups = [d[sources == name] for name in np.unique(sources)]
+        low = np.min([np.percentile(g, RANGE_PERCENTILE, axis=0) for g in groups], axis=0)
+        high = np.max([np.percentile(g, 100 - RANGE_PERCENTILE, axis=0) for g in groups], axis=0)
+        return StainCheck(self.mean, self.std, self.weights, self.bias, low.astype(np.float32),
+                          high.astype(np.float32))
 
     def as_config(self) -> dict[str, Any]:
-        return {"mean": self.mean.round(6).tolist(), "std": self.std.round(6).tolist(),
-                "weights": self.weights.round(6).tolist(), "bias": round(float(self.bias), 6)}
+        config = {"mean": self.mean.round(6).tolist(), "std": self.std.round(6).tolist(),
+                  "weights": self.weights.round(6).tolist(), "bias": round(float(self.bias), 6)}
+        if self.low is not None and self.high is not None:
+            config.update(low=self.low.round(6).tolist(), high=self.high.round(6).tolist())
+        return config
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | None) -> StainCheck | None:
         if not config:
             return None
-        return cls(*(np.asarray(config[k], np.float32) for k in ("mean", "std", "weights")), float(config["bias"]))
+        bounds = [np.asarray(config[k], np.float32) if k in config else None for k in ("low", "high")]
+        return cls(*(np.asarray(config[k], np.float32) for k in ("mean", "std", "weights")), float(config["bias"]),
+                   *bounds)
 
     @classmethod
     def fit(cls, stained: np.ndarray, other: np.ndarray, l2: float = 1e-3, steps: int = 500) -> StainCheck:
-        """Fit on crops that are Romanowsky-stained and crops that are not (classes weighted equally)."""
+        """Fit on crops that are Romanowsky-stained and crops that are not (classes weighted equally); no range
+        (:meth:`with_range`)."""
         import torch
 
         d = np.concatenate([colour_descriptors(stained), colour_descriptors(other)])

@@ -263,12 +263,14 @@ STAIN_NEGATIVES = 3000
 
 def fit_stain_check(data: TrainingData, seed: int) -> dict[str, Any]:
     """The stain check (``bmpipe.nn.stain``) fitted on this run's training crops against H&E tissue crops and
-    colourless copies of the training crops; with each held-out set's share of crops it calls unlike."""
+    colourless copies of the training crops, with the range of their colour figures; with each held-out set's
+    share of crops it calls unlike."""
     rng = np.random.default_rng(seed)
-    stained = data.train.subset(rng.permutation(len(data.train))[:4 * STAIN_NEGATIVES]).materialise().centre_crops()
+    sample = data.train.subset(rng.permutation(len(data.train))[:4 * STAIN_NEGATIVES]).materialise()
+    stained = sample.centre_crops()
     grey = stained[:STAIN_NEGATIVES].mean(3, keepdims=True).round().astype(np.uint8).repeat(3, 3)
     tissue = cell_data.he_tissue_crops(STAIN_NEGATIVES, seed)
-    check = StainCheck.fit(stained, np.concatenate([grey, tissue]))
+    check = StainCheck.fit(stained, np.concatenate([grey, tissue])).with_range(stained, sample.sources)
     validated = {name: round(unlike_share(check.score(s.centre_crops())), 4) for name, s in data.held_out.items()
                  if len(s)}
     log.info("stain check: %d H&E tissue crops; share called unlike on held-out sets %s", len(tissue), validated)
@@ -822,8 +824,9 @@ def write_card(
         ("- Transfer to other labs is measured above on BCCD and wbc_seg white cells, never trained on; read "
         "those figures, not the held-out ones, as what to expect on a new lab's slides."),
         *([("- Stain check: a slide where over half the cells do not look Romanowsky-stained (logistic regression "
-            "on crop colours, fitted against H&E tissue crops and colourless copies) gets a warning instead of a "
-            "confident differential; held-out crops called unlike: "
+            "on crop colours, fitted against H&E tissue crops and colourless copies; a crop whose colour figures lie "
+            "outside the range of every training source counts as unlike) gets a warning instead of a confident "
+            "differential; held-out crops called unlike: "
             + ", ".join(f"{k} {v:.1%}" for k, v in config["stain_unlike_validated"].items()) + ".")]
           if config.get("stain_check") else []),
         ("- The dysplasia and granule heads learned dysplasia only from phantom cells; real cells were seen only as "
