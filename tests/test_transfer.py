@@ -374,6 +374,21 @@ def test_transfer_figures_keep_each_cells_outcome_and_compare_on_the_same_cells(
                for line in lines)
 
 
+def test_transfer_says_which_unseen_labs_the_stain_check_would_warn_about(tmp_path: Path) -> None:
+    config = default_config(("BLA", "LYT", "PLM"))
+    ten = np.zeros(10, np.float32)
+    no_look_fits = StainCheck(ten, ten + 1, ten, 5.0, ten - 2, ten - 1)  # every colour figure out of range
+    config.update(stem=8, widths=[8, 16], depths=[1, 1], stain_check=no_look_fits.as_config())
+    save_model(CellNet(config), tmp_path, "classifier", "t", config)
+    result = evaluate_transfer(CellClassifier.load(tmp_path, device="cpu"), _transfer_sets())
+    assert result["unseen_lab"]["bccd"]["unlike_stain"] == 1.0
+    assert any("stain check: 100.0% of these cells do not look Romanowsky-stained (a slide of them gets a warning"
+               in line for line in format_transfer(result))
+    without = evaluate_transfer(_classifier(tmp_path / "plain", {}, []), _transfer_sets())
+    assert "unlike_stain" not in without["unseen_lab"]["bccd"]
+    assert not any("stain check" in line for line in format_transfer(without))
+
+
 def test_proxy_recall_is_scored_on_each_phantom_only_codes_real_held_out_cells(tmp_path: Path) -> None:
     """A ``--synthetic-only`` run: each such code's real held-out cells, from every set that holds them."""
     config = default_config(("BLA", "LYT", "PLM", "PLT"))

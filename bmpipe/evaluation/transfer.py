@@ -50,6 +50,7 @@ from bmpipe.evaluation.classifier import (
 )
 from bmpipe.imaging.image_files import read_rgb
 from bmpipe.nn.cell_classifier import CROP_PX, CellClassifier, single_cell_crop
+from bmpipe.nn.stain import UNLIKE_SHARE, unlike_share
 from bmpipe.resolution import Mpp
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,9 @@ WBC_SEG_GROUPS = {1: "neutrophil", 2: "lymphocyte", 3: "monocyte", 4: "eosinophi
 WBC_SEG_MPP = {"Dataset 1": Mpp(0.18), "Dataset 2": Mpp(0.08)}
 
 #: Said beside a set's score where its labels deserve less trust than an expert's.
-_LABEL_NOTES = {"wbc_seg_1": " [labels not expert-checked]", "wbc_seg_2": " [labels not expert-checked]"}
+_LABEL_NOTES = {"wbc_seg_1": " [labels not expert-checked; a rapid white-cell stain, not Romanowsky: yellow "
+                             "background (Jiangxi Tecom, per the data set's README)]",
+                "wbc_seg_2": " [labels not expert-checked; CellaVision blog images]"}
 
 #: The issue's benchmark figures (not clinical thresholds).
 TRANSFER_TARGETS = {
@@ -177,7 +180,8 @@ def score_groups(clf: CellClassifier, cells: GroupedCells, set_aside: np.ndarray
     cell's outcome (``hit``: called in its group). Cells in ``set_aside`` (labels their image does not show,
     :func:`not_shown`) are also scored apart: what they are called, and the outcomes of all the others
     (``audit``)."""
-    labels = [str(p) for p in clf.predict(cells.crops, grade_neutrophils=False).label]
+    predictions = clf.predict(cells.crops, grade_neutrophils=False)
+    labels = [str(p) for p in predictions.label]
     called_groups = [pbc_group(p) for p in labels]
     report = class_report(cells.groups, called_groups, tolerate=False)
     called = {g: _most_called((p for p, t in zip(labels, cells.groups) if t == g), 3)
@@ -191,6 +195,9 @@ def score_groups(clf: CellClassifier, cells: GroupedCells, set_aside: np.ndarray
         "called": called,
         "hit": hit,
     }
+    stain = predictions.stain_score
+    if stain is not None and np.isfinite(stain).all():
+        scores["unlike_stain"] = unlike_share(stain)
     if set_aside is not None and set_aside.any():
         scores["audit"] = {"set_aside": int(set_aside.sum()),
                            "called": _most_called((p for p, s in zip(labels, set_aside) if s), 3),
@@ -404,6 +411,10 @@ def format_transfer(result: dict[str, Any]) -> list[str]:
         lines.append(f"  {name}: accuracy {s['accuracy']:.3f} (n={s['n']}){_LABEL_NOTES.get(name, '')}  recall "
                      + " ".join(f"{g}={r:.2f}(n={s['n_by_group'][g]})" for g, r in s["recall"].items()))
         lines += [f"    {g} called {_calls_text(top)}" for g, top in s["called"].items()]
+        if "unlike_stain" in s:
+            lines.append(f"    stain check: {s['unlike_stain']:.1%} of these cells do not look Romanowsky-stained"
+                         + (" (a slide of them gets a warning, not a differential)"
+                            if s["unlike_stain"] > UNLIKE_SHARE else ""))
         if "audit" in s:
             audit = label_audits()[name]
             lines.append(f"    {s['audit']['set_aside']} cells labelled {audit['label']} whose image shows no "
