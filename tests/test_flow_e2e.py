@@ -147,3 +147,18 @@ def test_a_tissue_section_and_a_grayscale_photograph_are_warned_about(tmp_path, 
     assert main(["run", str(grey), "--fields", "--mpp", "0.1", "--out", str(tmp_path / "g")]) == 0
     data = json.loads((tmp_path / "g" / "grey-case" / "differential.json").read_text())
     assert data["unlike_stain_share"] > 0.9 and data["findings"][0]["kind"] == "domain"
+
+
+def test_photographs_of_a_stain_that_is_neither_romanowsky_nor_h_and_e_are_warned_about(tmp_path, data_dir):
+    """wbc_seg Dataset 1's rapid white-cell stain (yellow background) lies outside every training source's
+    colours, though a regression fitted against H&E and colourless crops takes it for Romanowsky; the CellaVision
+    blog's Romanowsky photographs of Dataset 2 get a differential."""
+    for dataset, mpp, warned in (("Dataset 1", "0.18", True), ("Dataset 2", "0.08", False)):
+        case = tmp_path / dataset.replace(" ", "-")
+        case.mkdir()
+        for i in range(1, 9):
+            shutil.copy(data_dir / "wbc_seg" / dataset / f"{i:03d}.bmp", case)
+        assert main(["run", str(case), "--fields", "--mpp", mpp, "--out", str(tmp_path / "out")]) == 0
+        data = json.loads((tmp_path / "out" / case.name / "differential.json").read_text())
+        assert data["n_counted"] >= 6
+        assert (data["findings"][0]["kind"] == "domain") is warned, (dataset, data["unlike_stain_share"])
