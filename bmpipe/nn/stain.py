@@ -8,9 +8,9 @@ logistic regression fitted when the classifier is trained (``bmpipe.train.classi
 crops of every training source against H&E tissue crops and colourless copies of the Romanowsky ones.
 
 A regression only knows the two sides it was shown, and extrapolates for any other look: a stain that is
-neither Romanowsky nor H&E may score as Romanowsky. So a crop whose colour figures lie outside the range that
-some training source spans (:data:`RANGE_PERCENTILE`) scores 0, whatever the regression says: the model was
-never shown a cell that looks like it.
+neither Romanowsky nor H&E may score as Romanowsky. So a crop whose colour figures lie clearly outside the
+range that some training source spans (:data:`RANGE_PERCENTILE`, :data:`RANGE_MARGIN`) scores 0, whatever the
+regression says: the model was never shown a cell that looks like it.
 """
 
 from __future__ import annotations
@@ -22,9 +22,12 @@ import numpy as np
 
 #: A slide is warned about when more than this share of its cells score below 0.5.
 UNLIKE_SHARE = 0.5
-#: Each colour figure's accepted range: from the lowest to the highest of the training sources' own
-#: RANGE_PERCENTILE-th and (100 - RANGE_PERCENTILE)-th percentiles, so a rare crop of a source stays in.
+#: Each colour figure's range: from the lowest to the highest of the training sources' own RANGE_PERCENTILE-th
+#: and (100 - RANGE_PERCENTILE)-th percentiles, so a rare crop of a source stays in.
 RANGE_PERCENTILE = 0.1
+#: How far past that range, as a share of its width, a figure may still lie: another lab's Romanowsky stain
+#: differs a little from every source here, a stain of another kind by much more.
+RANGE_MARGIN = 0.25
 
 
 #: Optical density of each 8-bit intensity (a table: the logarithm per pixel cost as much as the classifier).
@@ -58,23 +61,24 @@ class StainCheck:
     std: np.ndarray
     weights: np.ndarray
     bias: float
-    #: Accepted range of each colour figure (None: no range, as in checks fitted before it existed).
+    #: Range of each colour figure over the training sources (None: no range, as in checks fitted before it).
     low: np.ndarray | None = None
     high: np.ndarray | None = None
 
     def score(self, crops: np.ndarray) -> np.ndarray:
-        """(N,) float32: the probability that each crop is Romanowsky-stained; 0 outside the accepted range."""
+        """(N,) float32: the probability that each crop is Romanowsky-stained; 0 clearly outside the range."""
         if not len(crops):
             return np.zeros(0, np.float32)
         d = colour_descriptors(crops)
         p = (1 / (1 + np.exp(-((d - self.mean) / self.std @ self.weights + self.bias)))).astype(np.float32)
         if self.low is not None and self.high is not None:
-            p[((d < self.low) | (d > self.high)).any(1)] = 0.0
+            margin = RANGE_MARGIN * (self.high - self.low)
+            p[((d < self.low - margin) | (d > self.high + margin)).any(1)] = 0.0
         return p
 
     def with_range(self, stained: np.ndarray, sources: np.ndarray) -> StainCheck:
-        """This check with the accepted range of the Romanowsky-stained training crops ``stained``, each from
-        the data set named in ``sources``."""
+        """This check with the range of the Romanowsky-stained training crops ``stained``, each from the data
+        set named in ``sources``."""
         d = colour_descriptors(stained)
         groups = [d[sources == name] for name in np.unique(sources)]
         low = np.min([np.percentile(g, RANGE_PERCENTILE, axis=0) for g in groups], axis=0)
