@@ -35,7 +35,7 @@ from bmpipe.evaluation.transfer import (
 )
 from bmpipe.imaging.image_files import read_rgb
 from bmpipe.nn.cell_classifier import CROP_PX, CellClassifier, CellNet, default_config
-from bmpipe.nn.stain import StainCheck, unlike_share
+from bmpipe.nn.stain import StainCheck, colour_descriptors, unlike_share
 from bmpipe.nn.weights import save_model
 from bmpipe.records import Cells
 from bmpipe.stages.aggregate import differential
@@ -228,6 +228,15 @@ def test_a_stain_outside_every_training_source_s_range_is_unlike_whatever_the_re
     again = StainCheck.from_config(check.as_config())
     np.testing.assert_array_equal(again.score(yellow[n:]) == 0, check.score(yellow[n:]) == 0)
     assert StainCheck.from_config(regression.as_config()).low is None  # a check fitted before ranges existed
+
+
+def test_a_colour_figure_a_little_past_the_range_is_tolerated_and_far_past_it_is_not() -> None:
+    crop = np.random.default_rng(1).integers(60, 230, (1, 32, 32, 3)).astype(np.uint8)
+    d = colour_descriptors(crop)[0]
+    ten = np.zeros(10, np.float32)
+    for past, unlike in ((0.1, False), (0.4, True)):  # as shares of the range's width (1 here)
+        check = StainCheck(ten, ten + 1, ten, 10.0, d + past, d + past + 1)  # the regression says Romanowsky
+        assert bool(check.score(crop)[0] == 0) is unlike, past
 
 
 def test_reversed_gradient_and_the_rows_domain_alignment_uses() -> None:
