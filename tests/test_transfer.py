@@ -221,7 +221,7 @@ def test_a_stain_outside_every_training_source_s_range_is_unlike_whatever_the_re
     yellow[..., 2] = (yellow[..., 2] * 0.55).astype(np.uint8)  # blue absorbed everywhere: a yellow cast
     regression = StainCheck.fit(np.concatenate([purple[:n], bluer[:n]]), grey[:n])
     assert unlike_share(regression.score(yellow[n:])) < 0.5  # the regression alone takes it for Romanowsky
-    check = regression.with_range(np.concatenate([purple[:n], bluer[:n]]), np.repeat(["a", "b"], n))
+    check = StainCheck.fit(np.concatenate([purple[:n], bluer[:n]]), grey[:n], np.repeat(["a", "b"], n))
     assert unlike_share(check.score(yellow[n:])) > 0.95
     assert unlike_share(check.score(purple[n:])) < 0.05 and unlike_share(check.score(bluer[n:])) < 0.05
     assert unlike_share(check.score(grey[n:])) > 0.95

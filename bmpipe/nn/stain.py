@@ -76,16 +76,6 @@ class StainCheck:
             p[((d < self.low - margin) | (d > self.high + margin)).any(1)] = 0.0
         return p
 
-    def with_range(self, stained: np.ndarray, sources: np.ndarray) -> StainCheck:
-        """This check with the range of the Romanowsky-stained training crops ``stained``, each from the data
-        set named in ``sources``."""
-        d = colour_descriptors(stained)
-        groups = [d[sources == name] for name in np.unique(sources)]
-        low = np.min([np.percentile(g, RANGE_PERCENTILE, axis=0) for g in groups], axis=0)
-        high = np.max([np.percentile(g, 100 - RANGE_PERCENTILE, axis=0) for g in groups], axis=0)
-        return StainCheck(self.mean, self.std, self.weights, self.bias, low.astype(np.float32),
-                          high.astype(np.float32))
-
     def as_config(self) -> dict[str, Any]:
         config = {"mean": self.mean.round(6).tolist(), "std": self.std.round(6).tolist(),
                   "weights": self.weights.round(6).tolist(), "bias": round(float(self.bias), 6)}
@@ -102,12 +92,19 @@ class StainCheck:
                    *bounds)
 
     @classmethod
-    def fit(cls, stained: np.ndarray, other: np.ndarray, l2: float = 1e-3, steps: int = 500) -> StainCheck:
-        """Fit on crops that are Romanowsky-stained and crops that are not (classes weighted equally); no range
-        (:meth:`with_range`)."""
+    def fit(cls, stained: np.ndarray, other: np.ndarray, sources: np.ndarray | None = None, l2: float = 1e-3,
+            steps: int = 500) -> StainCheck:
+        """Fit on crops that are Romanowsky-stained and crops that are not (classes weighted equally). With
+        ``sources`` (the data set of each stained crop), the check also has the range those sources span."""
         import torch
 
-        d = np.concatenate([colour_descriptors(stained), colour_descriptors(other)])
+        ds = colour_descriptors(stained)
+        low = high = None
+        if sources is not None:
+            groups = [ds[sources == name] for name in np.unique(sources)]
+            low = np.min([np.percentile(g, RANGE_PERCENTILE, axis=0) for g in groups], axis=0).astype(np.float32)
+            high = np.max([np.percentile(g, 100 - RANGE_PERCENTILE, axis=0) for g in groups], axis=0).astype(np.float32)
+        d = np.concatenate([ds, colour_descriptors(other)])
         y = np.concatenate([np.ones(len(stained)), np.zeros(len(other))]).astype(np.float32)
         mean, std = d.mean(0), d.std(0) + 1e-6
         z = torch.from_numpy((d - mean) / std)
@@ -126,7 +123,8 @@ class StainCheck:
             return value
 
         opt.step(loss)
-        return cls(mean.astype(np.float32), std.astype(np.float32), weights.detach().numpy(), float(bias.detach()))
+        return cls(mean.astype(np.float32), std.astype(np.float32), weights.detach().numpy(), float(bias.detach()),
+                   low, high)
 
 
 def unlike_share(scores: np.ndarray) -> float:

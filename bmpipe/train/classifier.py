@@ -270,7 +270,7 @@ def fit_stain_check(data: TrainingData, seed: int) -> dict[str, Any]:
     stained = sample.centre_crops()
     grey = stained[:STAIN_NEGATIVES].mean(3, keepdims=True).round().astype(np.uint8).repeat(3, 3)
     tissue = cell_data.he_tissue_crops(STAIN_NEGATIVES, seed)
-    check = StainCheck.fit(stained, np.concatenate([grey, tissue])).with_range(stained, sample.sources)
+    check = StainCheck.fit(stained, np.concatenate([grey, tissue]), sample.sources)
     validated = {name: round(unlike_share(check.score(s.centre_crops())), 4) for name, s in data.held_out.items()
                  if len(s)}
     log.info("stain check: %d H&E tissue crops; share called unlike on held-out sets %s", len(tissue), validated)
