@@ -17,9 +17,10 @@ from bmpipe.datasets.cell_data import (
     WHITE_CELL_IS_NOT,
     CropSet,
     empty_cropset,
+    load_segpc,
     load_txl_white_cells,
 )
-from bmpipe.datasets.detector_data import SEGPC_MPP_BY_PAD, segpc_mpp
+from bmpipe.datasets.detector_data import SEGPC_MPP_BY_PAD, segpc_mpp, segpc_picture
 from bmpipe.evaluation import classifier as evaluation_classifier
 from bmpipe.evaluation import transfer
 from bmpipe.evaluation.transfer import (
@@ -64,6 +65,39 @@ def test_segpc_cameras_are_told_apart_by_their_letterbox(rows: int, expected: fl
     field[rows:-rows] = np.random.default_rng(0).integers(60, 200, (512 - 2 * rows, 512, 3))
     assert segpc_mpp(field).um_per_px == expected
     assert set(SEGPC_MPP_BY_PAD) == {63, 64}
+
+
+SEGPC_BAND = (208, 196, 210)
+
+
+def _letterboxed_field(top: int, bottom: int) -> np.ndarray:
+    field = np.full((512, 512, 3), SEGPC_BAND, np.uint8)
+    field[top : 512 - bottom] = np.random.default_rng(0).integers(60, 180, (512 - top - bottom, 512, 3))
+    return field
+
+
+def test_segpc_picture_cuts_both_letterbox_bands_and_says_how_many_rows_lay_above() -> None:
+    picture, top = segpc_picture(_letterboxed_field(63, 64))
+    assert (top, picture.shape[0]) == (63, 512 - 63 - 64)
+    unboxed = np.random.default_rng(1).integers(60, 180, (100, 80, 3)).astype(np.uint8)
+    picture, top = segpc_picture(unboxed)
+    assert top == 0 and picture.shape == unboxed.shape
+
+
+def test_segpc_crops_near_the_letterbox_show_mirrored_picture_not_the_band(tmp_path: Path) -> None:
+    import cv2
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    field = _letterboxed_field(63, 63)
+    cv2.imwrite(str(tmp_path / "images" / "1.jpg"), field[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 98])
+    mask = np.zeros((512, 512), np.uint8)
+    cv2.circle(mask, (256, 80), 15, 255, -1)  # a plasma cell 17 rows below the band
+    cv2.imwrite(str(tmp_path / "masks" / "1.jpg"), mask)
+    crops = CropSet.concat(load_segpc(tmp_path)).images
+    assert len(crops) == 1
+    band_like = (np.abs(crops[0].astype(int) - SEGPC_BAND) <= 6).all(axis=-1)
+    assert band_like.mean() < 0.01
 
 
 def test_not_code_loss_is_minus_log_of_not_being_any_of_those_codes() -> None:

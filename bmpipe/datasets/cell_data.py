@@ -251,7 +251,7 @@ def _field_crops(image: np.ndarray, mpp: Mpp, centres: list[tuple[float, float]]
 
 def load_segpc(root: Path | None = None) -> tuple[CropSet, CropSet]:
     """(train, held-out) plasma-cell crops cut around SegPC mask blobs; split by field, not by cell."""
-    from bmpipe.datasets.detector_data import segpc_mpp
+    from bmpipe.datasets.detector_data import segpc_mpp, segpc_picture
 
     root = root or DATASETS["segpc"].path
     cells, merged = _segpc_plasma_cells(root)
@@ -259,7 +259,8 @@ def load_segpc(root: Path | None = None) -> tuple[CropSet, CropSet]:
     for path, centres in cells.items():
         if centres:
             image = read_rgb(path)
-            crops += _field_crops(image, segpc_mpp(image), centres)
+            picture, top = segpc_picture(image)
+            crops += _field_crops(picture, segpc_mpp(image), [(x, y - top) for x, y in centres])
             paths += [str(path)] * len(centres)
     n = len(crops)
     if not n:
@@ -285,7 +286,7 @@ def load_segpc_others(root: Path | None = None, models_dir: Path | None = None) 
     "marrow-looking" is not "plasma cell". SegPC leaves some plasma cells unmasked, so a few of them are
     plasma cells after all (training trusts them only below ``NEGATIVE_TRUST``). Split by field as
     :func:`load_segpc` splits, so a held-out field's cells are on one side together."""
-    from bmpipe.datasets.detector_data import segpc_mpp
+    from bmpipe.datasets.detector_data import segpc_mpp, segpc_picture
     from bmpipe.models import load_detector
     from bmpipe.slide import open_slide
     from bmpipe.stages.detect import detect_cells
@@ -307,7 +308,8 @@ def load_segpc_others(root: Path | None = None, models_dir: Path | None = None) 
         h, w = mask.shape
         centres = [(x, y) for x, y in zip(cells.x, cells.y)
                    if 0 <= x < w and 0 <= y < h and not near[int(y), int(x)]]
-        crops += _field_crops(image, mpp, centres)
+        picture, top = segpc_picture(image)
+        crops += _field_crops(picture, mpp, [(x, y - top) for x, y in centres])
         paths += [str(path)] * len(centres)
     n = len(crops)
     if not n:

@@ -279,10 +279,27 @@ def bccd_samples(paths: list[Path]) -> Iterator[Sample]:
 # --- SegPC -------------------------------------------------------------------------------------------------
 
 
+def _band_rows(image: np.ndarray) -> int:
+    """Rows of flat letterbox padding at the top of ``image`` (0 where its first row is picture)."""
+    first = image[:1].astype(np.float32)
+    if np.abs(first - first.mean(axis=1, keepdims=True)).mean() > 6:
+        return 0
+    rows = np.abs(image.astype(np.float32) - first).mean(axis=(1, 2))
+    return int(np.argmax(rows > 6))
+
+
+def segpc_picture(image: np.ndarray) -> tuple[np.ndarray, int]:
+    """A SegPC field without its letterbox bands, and how many rows were cut above it. A cell crop near a
+    band would otherwise carry a flat strip that no slide has, which the classifier learns as a cue."""
+    top, bottom = _band_rows(image), _band_rows(image[::-1])
+    if top + bottom >= image.shape[0] - 1:
+        return image, 0
+    return image[top : image.shape[0] - bottom], top
+
+
 def segpc_mpp(image: np.ndarray) -> Mpp:
     """µm/px of a SegPC field, from the height of its letterbox band (which tells the camera)."""
-    rows = np.abs(image.astype(np.float32) - image[:1].astype(np.float32)).mean(axis=(1, 2))
-    pad = int(np.argmax(rows > 6))
+    pad = _band_rows(image)
     key = min(SEGPC_MPP_BY_PAD, key=lambda k: abs(k - pad))
     return SEGPC_MPP_BY_PAD[key] if abs(key - pad) <= 2 else DATASETS["segpc"].mpp
 

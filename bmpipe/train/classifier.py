@@ -682,7 +682,8 @@ def _data_lines(data: TrainingData) -> list[str]:
             f"- **SegPC-2021** ({segpc.licence}): myeloma marrow aspirate fields; plasma cells (PLM) cut around "
             f"mask blobs > {cell_data.SEGPC_MIN_AREA} px, blobs over {cell_data.SEGPC_MERGED_FACTOR}× the median "
             "area (touching cells) left out; resampled from each field's camera (0.185 or 0.23 µm/px, told apart "
-            "by the letterbox). Not labelled for dysplasia."
+            "by the letterbox), and cut from the picture without its letterbox bands, mirrored at its edge. Not "
+            "labelled for dysplasia."
         ),
         "segpc-other": (
             "- **SegPC non-plasma marrow cells**: nucleated cells the shipped U-Net detector finds in SegPC fields "
