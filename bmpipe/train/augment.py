@@ -82,9 +82,24 @@ class Augment:
         return keep * x + (1 - keep) * x[donor]
 
     def _random_convolution(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Each picked crop: mean + α·(crop - mean) + (1 - α)·conv(crop - mean), the convolution's output scaled
+        to the crop's own contrast (α uniform in 0-1; per-crop random 3→3 weights, variance 1/fan-in)."""
         if self.random_conv_p <= 0:
             return x  # no random draws: runs without it keep their batches
-        return random_convolution(x, gen, self.random_conv_p, self.random_conv_kernels)
+        b, c, h, w = x.shape
+        k = self.random_conv_kernels[int(torch.randint(len(self.random_conv_kernels), (1,), generator=gen))]
+        picked = (torch.rand(b, generator=gen) < self.random_conv_p)[:, None, None, None]
+        alpha = torch.rand(b, 1, 1, 1, generator=gen)
+        weight = torch.randn(b * c, c, k, k, generator=gen) / (c * k * k) ** 0.5
+        mean = x.mean((2, 3), keepdim=True)
+        centred = x - mean
+        y = centred.reshape(1, b * c, h, w)  # one group per crop: its own weights
+        if k > 1:
+            y = F.pad(y, (k // 2,) * 4, mode="reflect")
+        y = F.conv2d(y, weight, groups=b).reshape(b, c, h, w)
+        y = y * (centred.std((1, 2, 3), keepdim=True) / (y.std((1, 2, 3), keepdim=True) + 1e-6))
+        out = (mean + alpha * centred + (1 - alpha) * y).clamp(0, 255)
+        return torch.where(picked, out, x)
 
     def _geometry(self, x: torch.Tensor, gen: torch.Generator, s: int) -> torch.Tensor:
         b = x.shape[0]
@@ -140,29 +155,6 @@ EOSIN_TINTED = ("MYB", "MMZ", "NGB", "NGS")
 #: Eosin's optical density (log10) per unit, red, green, blue: PBC's eosinophils' cytoplasm minus its
 #: neutrophils' (0.04, 0.15, 0.07) and wbc_seg 1's neutrophils' minus PBC's (0.02, 0.15, 0.12), as a direction.
 EOSIN_OD = np.array([0.2, 1.0, 0.6], np.float32)
-
-
-
-def random_convolution(x: torch.Tensor, gen: torch.Generator, p: float = 1.0,
-                       kernels: tuple[int, ...] = (1, 3, 5, 7)) -> torch.Tensor:
-    """Each of a share ``p`` of crops: mean + α·(crop - mean) + (1 - α)·conv(crop - mean), the convolution's
-    output scaled to the crop's own contrast (α uniform in 0-1; per-crop random 3→3 weights, variance 1/fan-in;
-    one kernel size per call). Random numbers are drawn on the CPU, so a batch's draws do not depend on the
-    device it is on."""
-    b, c, h, w = x.shape
-    k = kernels[int(torch.randint(len(kernels), (1,), generator=gen))]
-    picked = (torch.rand(b, generator=gen) < p)[:, None, None, None].to(x.device)
-    alpha = torch.rand(b, 1, 1, 1, generator=gen).to(x.device, x.dtype)
-    weight = (torch.randn(b * c, c, k, k, generator=gen) / (c * k * k) ** 0.5).to(x.device, x.dtype)
-    mean = x.mean((2, 3), keepdim=True)
-    centred = x - mean
-    y = centred.reshape(1, b * c, h, w)  # one group per crop: its own weights
-    if k > 1:
-        y = F.pad(y, (k // 2,) * 4, mode="reflect")
-    y = F.conv2d(y, weight, groups=b).reshape(b, c, h, w)
-    y = y * (centred.std((1, 2, 3), keepdim=True) / (y.std((1, 2, 3), keepdim=True) + 1e-6))
-    out = (mean + alpha * centred + (1 - alpha) * y).clamp(0, 255)
-    return torch.where(picked, out, x)
 
 
 def eosin_tint(images: np.ndarray, picked: np.ndarray, p: float, rng: np.random.Generator,

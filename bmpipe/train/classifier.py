@@ -65,7 +65,7 @@ from bmpipe.nn.weights import ModelRecord, default_models_dir, save_model
 from bmpipe.process_memory import peak_rss
 from bmpipe.resolution import Mpp
 from bmpipe.taxonomy import load_taxonomy
-from bmpipe.train.augment import EOSIN_TINTED, Augment, eosin_tint, random_convolution
+from bmpipe.train.augment import EOSIN_TINTED, Augment, eosin_tint
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +109,6 @@ class TrainSettings:
     swap_surroundings: float = 0.0
     # Share of crops passed through a random convolution (``Augment.random_conv_p``; 0: off).
     random_convolutions: float = 0.0
-    # Weight of a loss that makes the network call a crop and a random convolution of it alike (Jensen-Shannon
-    # divergence on a quarter of each batch, Xu et al. 2021; 0: off): texture must not change the call.
-    conv_consistency: float = 0.0
     # Share of neutrophil-series crops whose stained parts take up extra eosin (``eosin_tint``; 0: off).
     eosin_neutrophils: float = 0.0
     # Channels of every layer × this (``default_config``): 1 is the shipped size.
@@ -299,13 +296,6 @@ class _ReverseGradient(torch.autograd.Function):
         return -ctx.scale * grad, None
 
 
-def jensen_shannon(logits: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-    """Mean Jensen-Shannon divergence between the class distributions of two views of the same crops."""
-    p, q = F.softmax(logits, 1), F.softmax(other, 1)
-    log_m = ((p + q) / 2).clamp_min(1e-7).log()
-    return (F.kl_div(log_m, p, reduction="batchmean") + F.kl_div(log_m, q, reduction="batchmean")) / 2
-
-
 def domain_head(width: int) -> torch.nn.Module:
     """Tells phantom from real cells from the features; trained against them, never saved."""
     return torch.nn.Sequential(torch.nn.Linear(width, 64), torch.nn.ReLU(), torch.nn.Linear(64, 1))
@@ -363,8 +353,7 @@ def batches(data: CropSet, sampler: BalancedSampler, settings: TrainSettings,
 #: Settings that shape a run's schedule and batches: a checkpoint resumes only a run that agrees on them.
 _SCHEDULE_KEYS = ("minutes", "steps", "batch_size", "lr", "weight_decay", "warmup", "real_fraction",
                   "label_smoothing", "ema_decay", "seed", "class_weights", "synthetic_only", "negative_fraction",
-                  "domain_weight", "swap_surroundings", "random_convolutions", "conv_consistency",
-                  "eosin_neutrophils")
+                  "domain_weight", "swap_surroundings", "random_convolutions", "eosin_neutrophils")
 
 
 def run_fingerprint(data: CropSet, codes: tuple[str, ...], settings: TrainSettings) -> str:
@@ -489,19 +478,11 @@ def fit(model: CellNet, data: CropSet, codes: tuple[str, ...], settings: TrainSe
             if not len(rows):
                 continue  # every file of this batch was unreadable (each already logged)
             idx = torch.from_numpy(rows).to(device)
-            x = x.to(device, non_blocking=True)
-            b = len(x)
-            if settings.conv_consistency > 0:
-                x = torch.cat([x, random_convolution(x[: b // 4], _step_generator(settings.seed + 7919, step))])
-            x = x.contiguous(memory_format=layout)
+            x = x.to(device, non_blocking=True).contiguous(memory_format=layout)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
                 features = model.features(x)
                 logits, dys_logit, grade = model.heads(model.dropout(features))
             logits, dys_logit, grade, features = logits.float(), dys_logit.float(), grade.float(), features.float()
-            loss_cons = logits.new_zeros(())
-            if settings.conv_consistency > 0:
-                loss_cons = jensen_shannon(logits[: b // 4], logits[b:])
-                logits, dys_logit, grade, features = logits[:b], dys_logit[:b], grade[:b], features[:b]
             t, nt = targets[idx], not_targets[idx]
             has_t, has_nt = t >= 0, nt.any(1)
             loss_cls = (F.cross_entropy(logits[has_t], t[has_t], weight=class_weight,
@@ -521,16 +502,14 @@ def fit(model: CellNet, data: CropSet, codes: tuple[str, ...], settings: TrainSe
                 ramp = 2 / (1 + math.exp(-10 * progress)) - 1  # the critic first learns, then the features answer
                 guess = critic(_ReverseGradient.apply(features[m_a], ramp)).squeeze(1)
                 loss_dom = F.binary_cross_entropy_with_logits(guess, is_phantom[idx][m_a])
-            loss = (loss_cls + loss_not + 0.5 * loss_dys + 0.5 * loss_grade + settings.domain_weight * loss_dom
-                    + settings.conv_consistency * loss_cons)
+            loss = loss_cls + loss_not + 0.5 * loss_dys + 0.5 * loss_grade + settings.domain_weight * loss_dom
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
             _ema_update(ema, model, min(settings.ema_decay, step / (9 + step)))
             running.update(
-                cls=loss_cls.item(), neg=loss_not.item(), dom=loss_dom.item(), cons=loss_cons.item(),
-                dys=loss_dys.item(),
+                cls=loss_cls.item(), neg=loss_not.item(), dom=loss_dom.item(), dys=loss_dys.item(),
                 grade=loss_grade.item(),
                 acc=(logits.argmax(1)[has_t] == t[has_t]).float().mean().item(), n=1,
             )
@@ -569,8 +548,8 @@ def _log_progress(step: int, settings: TrainSettings, elapsed: float, rate: floa
     total = f"/{settings.steps}" if settings.steps else f" ({elapsed / (settings.minutes * 60):.0%} of the time)"
     log.info(
         "step %d%s  %.0f s  %.0f crops/s  peak %.0f MB  lr %.2e  loss cls %.3f not-code %.3f domain %.3f "
-        "consistency %.3f dys %.3f grade %.3f  train acc %.3f", step, total, elapsed, rate, peak_rss() / 2**20,
-        lr, *(running[k] / n for k in ("cls", "neg", "dom", "cons", "dys", "grade", "acc")),
+        "dys %.3f grade %.3f  train acc %.3f", step, total, elapsed, rate, peak_rss() / 2**20, lr,
+        *(running[k] / n for k in ("cls", "neg", "dom", "dys", "grade", "acc")),
     )
     running.clear()
 
@@ -780,8 +759,6 @@ def write_card(
             if t.get("swap_surroundings") else "")
          + (f"; random convolutions in {t['random_convolutions']:.0%} of crops"
             if t.get("random_convolutions") else "")
-         + (f"; calls kept alike under random convolutions (weight {t['conv_consistency']:g})"
-            if t.get("conv_consistency") else "")
          + (f"; extra eosin in {t['eosin_neutrophils']:.0%} of neutrophil-series crops"
             if t.get("eosin_neutrophils") else "")),
         *([(f"- **synthetic-only proxy**: real images of {', '.join(t['synthetic_only'])} left out of training "
@@ -912,9 +889,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--random-convolutions", type=float, default=TrainSettings.random_convolutions, metavar="P",
                    help="share of crops passed through a convolution with random weights, which changes colour "
                         "and texture but not shape (0 turns it off)")
-    p.add_argument("--conv-consistency", type=float, default=TrainSettings.conv_consistency, metavar="W",
-                   help="weight of a loss that keeps a crop's call the same under a random convolution (a quarter "
-                        "of each batch; 0 turns it off)")
     p.add_argument("--eosin-neutrophils", type=float, default=TrainSettings.eosin_neutrophils, metavar="P",
                    help="share of neutrophil-series crops given extra eosin, as a lab whose neutrophils take "
                         "it up (0 turns it off)")
@@ -947,8 +921,7 @@ def main(argv: list[str] | None = None) -> int:
         init=None if args.init is None else default_models_dir() if args.init == "shipped" else Path(args.init),
         class_weights=class_weights, synthetic_only=tuple(c.upper() for c in args.synthetic_only),
         domain_weight=args.domain_weight, swap_surroundings=args.swap_surroundings,
-        random_convolutions=args.random_convolutions, conv_consistency=args.conv_consistency,
-        eosin_neutrophils=args.eosin_neutrophils,
+        random_convolutions=args.random_convolutions, eosin_neutrophils=args.eosin_neutrophils,
         width=args.width, device=args.device,
         workers=args.workers,
         checkpoint_minutes=args.checkpoint_minutes, resume=args.resume,
