@@ -7,6 +7,7 @@ import ast
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -85,8 +86,6 @@ def test_segpc_picture_cuts_both_letterbox_bands_and_says_how_many_rows_lay_abov
 
 
 def test_segpc_crops_near_the_letterbox_show_mirrored_picture_not_the_band(tmp_path: Path) -> None:
-    import cv2
-
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()
     field = _letterboxed_field(63, 63)

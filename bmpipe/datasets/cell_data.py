@@ -249,9 +249,17 @@ def _field_crops(image: np.ndarray, mpp: Mpp, centres: list[tuple[float, float]]
     return [crop_centred(scaled, (x + 0.5) * f - 0.5, (y + 0.5) * f - 0.5, STORE_PX) for x, y in centres]
 
 
+def _segpc_crops(image: np.ndarray, mpp: Mpp, centres: list[tuple[float, float]]) -> list[np.ndarray]:
+    """:func:`_field_crops` of a SegPC field, cut from its picture without the letterbox bands."""
+    from bmpipe.datasets.detector_data import segpc_picture
+
+    picture, top = segpc_picture(image)
+    return _field_crops(picture, mpp, [(x, y - top) for x, y in centres])
+
+
 def load_segpc(root: Path | None = None) -> tuple[CropSet, CropSet]:
     """(train, held-out) plasma-cell crops cut around SegPC mask blobs; split by field, not by cell."""
-    from bmpipe.datasets.detector_data import segpc_mpp, segpc_picture
+    from bmpipe.datasets.detector_data import segpc_mpp
 
     root = root or DATASETS["segpc"].path
     cells, merged = _segpc_plasma_cells(root)
@@ -259,8 +267,7 @@ def load_segpc(root: Path | None = None) -> tuple[CropSet, CropSet]:
     for path, centres in cells.items():
         if centres:
             image = read_rgb(path)
-            picture, top = segpc_picture(image)
-            crops += _field_crops(picture, segpc_mpp(image), [(x, y - top) for x, y in centres])
+            crops += _segpc_crops(image, segpc_mpp(image), centres)
             paths += [str(path)] * len(centres)
     n = len(crops)
     if not n:
@@ -286,7 +293,7 @@ def load_segpc_others(root: Path | None = None, models_dir: Path | None = None) 
     "marrow-looking" is not "plasma cell". SegPC leaves some plasma cells unmasked, so a few of them are
     plasma cells after all (training trusts them only below ``NEGATIVE_TRUST``). Split by field as
     :func:`load_segpc` splits, so a held-out field's cells are on one side together."""
-    from bmpipe.datasets.detector_data import segpc_mpp, segpc_picture
+    from bmpipe.datasets.detector_data import segpc_mpp
     from bmpipe.models import load_detector
     from bmpipe.slide import open_slide
     from bmpipe.stages.detect import detect_cells
@@ -308,8 +315,7 @@ def load_segpc_others(root: Path | None = None, models_dir: Path | None = None) 
         h, w = mask.shape
         centres = [(x, y) for x, y in zip(cells.x, cells.y)
                    if 0 <= x < w and 0 <= y < h and not near[int(y), int(x)]]
-        picture, top = segpc_picture(image)
-        crops += _field_crops(picture, mpp, [(x, y - top) for x, y in centres])
+        crops += _segpc_crops(image, mpp, centres)
         paths += [str(path)] * len(centres)
     n = len(crops)
     if not n:
