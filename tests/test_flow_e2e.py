@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from bmpipe.cli import DEMO_SLIDE, main
+from bmpipe.evaluation.transfer import WBC_SEG_MPP
 from bmpipe.nn.weights import default_models_dir
 from bmpipe.phantom import make_slide
 from bmpipe.phantom.smear import truth_path
@@ -153,7 +154,8 @@ def test_photographs_of_a_stain_that_is_neither_romanowsky_nor_h_and_e_are_warne
     """wbc_seg Dataset 1's rapid white-cell stain (yellow background) lies outside every training source's
     colours, though a regression fitted against H&E and colourless crops takes it for Romanowsky; the CellaVision
     blog's Romanowsky photographs of Dataset 2 get a differential."""
-    for dataset, mpp, warned in (("Dataset 1", "0.18", True), ("Dataset 2", "0.08", False)):
+    for dataset, warned in (("Dataset 1", True), ("Dataset 2", False)):
+        mpp = str(WBC_SEG_MPP[dataset].um_per_px)
         case = tmp_path / dataset.replace(" ", "-")
         case.mkdir()
         for i in range(1, 9):

@@ -59,10 +59,13 @@ log = logging.getLogger(__name__)
 BCCD_GROUPS = {"NEUTROPHIL": "neutrophil", "EOSINOPHIL": "eosinophil", "LYMPHOCYTE": "lymphocyte",
                "MONOCYTE": "monocyte", "BASOPHIL": "basophil"}
 WBC_SEG_GROUPS = {1: "neutrophil", 2: "lymphocyte", 3: "monocyte", 4: "eosinophil", 5: "basophil"}
-#: ``wbc_seg`` states no pixel size. Median white-cell mask diameter per class against PBC's measured cells
-#: (neutrophils 14.3 µm, lymphocytes 10.4 µm, ``datasets.DATASETS["pbc"]``): Dataset 1 neutrophils 76.5 px,
-#: lymphocytes 58.2 px (0.187, 0.179); Dataset 2 160.1 px and 140.2 px (0.089, 0.074).
-WBC_SEG_MPP = {"Dataset 1": Mpp(0.18), "Dataset 2": Mpp(0.08)}
+#: ``wbc_seg`` states no pixel size. Dataset 2's red cells, the ruler PBC is measured by, give it: their
+#: median diameter (Hough circles on green, pink inside) is 72 px in 62 of its 100 tight crops, where PBC's
+#: read 73 px by the same circles (72 px isolated, 0.104 µm/px), so it is CellaVision's own scale; its cells
+#: are a blog's larger ones (neutrophil masks 160 px across, 16 µm). Dataset 1's crops hold no whole red
+#: cell: its scale is its white cells' against PBC's (neutrophil masks 76.5 px for 14.3 µm, lymphocytes
+#: 58.2 px for 10.4 µm: 0.187, 0.179 µm/px).
+WBC_SEG_MPP = {"Dataset 1": Mpp(0.18), "Dataset 2": Mpp(0.10)}
 
 #: Said beside a set's score where its labels deserve less trust than an expert's.
 _LABEL_NOTES = {"wbc_seg_1": " [labels not expert-checked; a rapid white-cell stain, not Romanowsky: yellow "
