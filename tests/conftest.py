@@ -46,3 +46,27 @@ def demo_slide(tmp_path_factory) -> Path:
     from bmpipe.phantom import make_slide
 
     return make_slide(tmp_path_factory.mktemp("demo") / "demo.tiff", **DEMO_SLIDE)
+
+
+@pytest.fixture()
+def cell_photographs():
+    """Writes ``n`` CellaVision-like photographs at ``mpp`` into a folder: a white cell in the middle and four
+    whole 7.5 µm red cells (pink, a pale centre) in the corners, on light glass; returns the folder."""
+    import cv2
+
+    def write(folder: Path, n: int, mpp) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        size = round(36 / mpp.um_per_px)
+        r = 3.75 / mpp.um_per_px
+        for i in range(n):
+            rng = np.random.default_rng(i)
+            image = np.full((size, size, 3), 235, np.uint8)
+            cv2.circle(image, (size // 2, size // 2), round(5 / mpp.um_per_px), (140, 40, 90), -1, cv2.LINE_AA)
+            for fx, fy in ((0.2, 0.2), (0.8, 0.2), (0.2, 0.8), (0.8, 0.8)):
+                x, y = np.rint((np.array([fx, fy]) + rng.uniform(-0.03, 0.03, 2)) * size).astype(int)
+                cv2.circle(image, (x, y), round(r), (175, 170, 215), -1, cv2.LINE_AA)  # BGR
+                cv2.circle(image, (x, y), round(r / 3), (200, 200, 225), -1, cv2.LINE_AA)
+            cv2.imwrite(str(folder / f"{i:02d}.png"), image)
+        return folder
+
+    return write

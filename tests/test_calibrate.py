@@ -104,3 +104,15 @@ def test_a_slide_whose_metadata_is_wrong_is_analysed_with_a_warning(tmp_path):
     data = json.loads((tmp_path / "out" / "wrong" / "differential.json").read_text())
     assert data["findings"][0]["kind"] == "resolution" and data["resolution_warning"]
     assert data["resolution_warning"] in (tmp_path / "out" / "wrong" / "report.html").read_text()
+
+
+def test_a_training_folder_is_checked_against_its_red_cells(tmp_path, cell_photographs, caplog):
+    from bmpipe.datasets.cell_data import load_folder
+
+    cell_photographs(tmp_path / "lab" / "MON", 10, Mpp(0.1))
+    load_folder(tmp_path / "lab", Mpp(0.1), stream=True)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    load_folder(tmp_path / "lab", Mpp(0.15), stream=True)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.startswith(f"{tmp_path / 'lab'}: The resolution used, 0.15 µm/px (--mpp), is")
+    assert "coarser than the red cells measure" in warning and "--mpp auto" not in warning

@@ -4,6 +4,7 @@ images reported by name while the others are still classified."""
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 
 import cv2
@@ -102,3 +103,43 @@ def test_missing_input_is_named(tmp_path: Path, models: Path, caplog) -> None:
                  "--models", str(models)]) == 2
     assert f"{tmp_path / 'nope'}: no such file or folder" in caplog.text
     assert _rows(out) == []
+
+
+
+@pytest.fixture()
+def photographed(tmp_path: Path, cell_photographs) -> Path:
+    """Twelve single-cell photographs at 0.1 µm/px, 48 whole red cells between them."""
+    return cell_photographs(tmp_path / "cells", 12, Mpp(0.1))
+
+def test_mpp_auto_measures_the_red_cells_around_the_cells(photographed: Path, models: Path, caplog) -> None:
+    caplog.set_level(logging.INFO)
+    out = photographed.parent / "preds.csv"
+    assert main(["classify", str(photographed), "--out", str(out), "--mpp", "auto", "--models", str(models)]) == 0
+    assert len(_rows(out)) == 12
+    measured = float(caplog.text.split("--mpp auto: ")[1].split(" µm/px")[0])
+    assert measured == pytest.approx(0.1, rel=0.05)
+
+
+def test_a_wrong_mpp_is_warned_of_and_the_cells_still_classified(photographed: Path, models: Path,
+                                                                    caplog) -> None:
+    out = photographed.parent / "preds.csv"
+    assert main(["classify", str(photographed), "--out", str(out), "--mpp", "0.1", "--models", str(models)]) == 0
+    assert "WARNING" not in caplog.text
+    assert main(["classify", str(photographed), "--out", str(out), "--mpp", "0.2", "--models", str(models)]) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and warnings[0].startswith(f"{photographed}: The resolution used, 0.2 µm/px (--mpp), is")
+    assert "coarser than the red cells measure" in warnings[0] and len(_rows(out)) == 12
+
+
+def test_mpp_auto_on_crops_without_red_cells_is_one_line(tmp_path: Path, models: Path, caplog) -> None:
+    for i in range(3):
+        _write(tmp_path / "tight" / f"{i}.png", _disc_image(100, Mpp(0.1), 4.0))
+    out = tmp_path / "preds.csv"
+    assert main(["classify", str(tmp_path / "tight"), "--out", str(out), "--mpp", "auto",
+                 "--models", str(models)]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [(f"{tmp_path / 'tight'}: --mpp auto found 0 isolated round red cells, too few to measure "
+                       "the resolution (needs 30); give it with --mpp")]
+    assert main(["classify", str(tmp_path / "tight"), "--out", str(out), "--mpp", "0.3",
+                 "--models", str(models)]) == 0  # too few to check a given resolution: no warning
+    assert len(_rows(out)) == 3 and not [r for r in caplog.records if r.levelname == "WARNING"]

@@ -13,6 +13,7 @@ import torch
 from bmpipe.evaluation import classifier as ev
 from bmpipe.nn.cell_classifier import CellNet, default_config
 from bmpipe.nn.weights import save_model
+from bmpipe.resolution import Mpp
 
 torch.set_num_threads(2)
 
@@ -106,3 +107,15 @@ def test_unreadable_images_are_named_and_the_rest_scored(tmp_path: Path, capsys,
     assert ev.main(["--data", str(data), "--mpp", "0.1", "--models", str(models), "--out", str(tmp_path / "o")]) == 1
     assert "b.png: not a readable image" in caplog.text
     assert "n=1  accuracy 1.000" in capsys.readouterr().out
+
+
+def test_a_folder_scored_at_a_wrong_mpp_says_so_under_its_scores(tmp_path: Path, capsys, cell_photographs) -> None:
+    data = tmp_path / "lab"
+    cell_photographs(data / "LYT", 8, Mpp(0.1))
+    models = _biased_models(tmp_path, ("BLA", "LYT"), "LYT")
+    for mpp, warned in (("0.1", False), ("0.05", True)):
+        assert ev.main(["--data", str(data), "--mpp", mpp, "--models", str(models), "--out", str(tmp_path / "o")]) == 0
+        last = capsys.readouterr().out.strip().splitlines()[-1]
+        assert last.startswith(f"WARNING: The resolution used, {mpp} µm/px (--mpp), is") == warned, last
+        assert not warned or ("finer than the red cells measure" in last
+                              and last.endswith("check the resolution, or rerun with the right --mpp."))

@@ -2,7 +2,8 @@
 
 Each image is resampled from its µm/px to the classifier's and cut (or mirror-padded) to the model's fixed
 physical crop around its centre, so a cell photographed at any magnification is seen at the size the network
-learned. Images are read and classified a batch at a time (GPU with mixed precision when present); an image
+learned. That µm/px is checked against the red cells around the cells (where the crops hold whole ones), or
+measured on them with ``--mpp auto``. Images are read and classified a batch at a time (GPU with mixed precision when present); an image
 that cannot be used gets one error line naming it, and the others are still classified.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -64,13 +66,36 @@ def classify_files(clf: CellClassifier, files: list[Path], mpp: Mpp | None, out:
     return failed
 
 
+def images_mpp(where: Path, files: list[Path], mpp: float | str | None) -> Mpp | None:
+    """The µm/px to classify ``files`` at: ``mpp`` checked against their red cells (a warning where they
+    disagree), measured on them for ``auto``, or None (each image's own metadata)."""
+    from bmpipe.stages.calibrate import AUTO, cell_images_mpp, check_cell_images_mpp, too_few_red_cells
+
+    if mpp is None or not files:
+        return None
+    if mpp != AUTO:
+        check_cell_images_mpp(where, files, Mpp(mpp), auto=True)
+        return Mpp(mpp)
+    estimate, n = cell_images_mpp(files)
+    if estimate is None:
+        raise InputError(where, too_few_red_cells(n))
+    log.info("%s: --mpp auto: %s", where, estimate)
+    return estimate.mpp
+
+
 def _classify(args: argparse.Namespace) -> int:
     from bmpipe.nn.cell_classifier import CellClassifier
     from bmpipe.nn.weights import default_models_dir
 
     files, bad = _inputs(args.images)
+    try:
+        where = args.images[0] if len(args.images) == 1 else Path(os.path.commonpath(args.images))
+        mpp = images_mpp(where, files, args.mpp)
+    except InputError as exc:
+        log.error("%s", exc)
+        return exit_status(0, len(files) + bad)
     clf = CellClassifier.load(args.models or default_models_dir(), device=args.device)
-    failed = classify_files(clf, files, args.mpp, args.out, args.batch_size)
+    failed = classify_files(clf, files, mpp, args.out, args.batch_size)
     log.info("classified %d of %d images with classifier %s → %s", len(files) - failed, len(files),
              clf.record.version, args.out)
     return exit_status(len(files) - failed, failed + bad)
@@ -80,7 +105,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("classify", help="classify single-cell images into a CSV of labels and probabilities")
     p.add_argument("images", nargs="+", type=Path, help="image files or folders of them (searched recursively)")
     add_out(p, "CSV to write: image,label,score,p_<code>...")
-    add_mpp(p, "µm per pixel of the images (required unless each is a TIFF that carries it)")
+    add_mpp(p, "µm per pixel of the images, or 'auto' to measure it on the red cells around their cells "
+               "(required unless each is a TIFF that carries it). A number is checked against the red cells, "
+               "and a disagreement over 25%% is warned of", auto=True)
     add_models(p)
     add_device(p)
     add_batch_size(p, 256)

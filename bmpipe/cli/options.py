@@ -95,12 +95,13 @@ def add_detector(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detector", choices=DETECTORS, default=DETECTORS[0], help="nucleated-cell detector")
 
 
-def add_mpp(p: argparse.ArgumentParser, what: str, repeat: bool = False) -> None:
-    """``--mpp``: µm per pixel of the images; ``repeat``: once per folder option, in the same order."""
+def add_mpp(p: argparse.ArgumentParser, what: str, repeat: bool = False, auto: bool = False) -> None:
+    """``--mpp``: µm per pixel of the images; ``repeat``: once per folder option, in the same order; ``auto``:
+    ``auto`` (measured on the red cells) is taken too."""
     if repeat:
         p.add_argument("--mpp", type=mpp_value, action="append", default=[], help=what)
     else:
-        p.add_argument("--mpp", type=mpp_value, default=None, help=what)
+        p.add_argument("--mpp", type=mpp_or_auto if auto else mpp_value, default=None, help=what)
 
 
 def add_threads(p: argparse.ArgumentParser, default: int | None) -> None:

@@ -12,9 +12,9 @@ from bmpipe.cli.options import (
     add_detector,
     add_device,
     add_models,
+    add_mpp,
     add_out,
     exit_status,
-    mpp_or_auto,
     positive_int,
 )
 
@@ -123,10 +123,9 @@ def add_run_options(p: argparse.ArgumentParser, default_out: Path | None) -> Non
 def register(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="analyse slides (files or folders) with the Prefect flow")
     run.add_argument("paths", nargs="+", type=Path)
-    run.add_argument("--mpp", type=mpp_or_auto, default=None,
-                     help="level-0 resolution in µm per pixel, or 'auto' to measure it on the red cells "
-                          "(default: the slide's metadata; photographs need one). Either way the red cells "
-                          "check it, and a disagreement over 25%% is warned of")
+    add_mpp(run, "level-0 resolution in µm per pixel, or 'auto' to measure it on the red cells (default: the "
+                 "slide's metadata; photographs need one). Either way the red cells check it, and a disagreement "
+                 "over 25%% is warned of", auto=True)
     run.add_argument("--regions", choices=("readable", "all"), default="readable",
                      help="count cells in the readable monolayer only (default) or the whole smear")
     run.add_argument("--max-cells", type=positive_int, default=None, metavar="N",

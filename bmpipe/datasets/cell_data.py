@@ -39,6 +39,7 @@ from bmpipe.slide import IMAGE_SUFFIXES
 from bmpipe.slide.resample import best_reduction
 from bmpipe.slide.resample import resample as resample_as_read
 from bmpipe.slide.tiff_backend import JPEG_REDUCTIONS, decode_jpeg
+from bmpipe.stages.calibrate import check_cell_images_mpp
 from bmpipe.taxonomy import load_taxonomy
 
 log = logging.getLogger(__name__)
@@ -385,8 +386,9 @@ def load_folder(root: Path, mpp: Mpp, name: str = "folder", stream: bool = False
 
     ``stream``: the training rows stay files (:class:`LazyCrops`), read a batch at a time, and at most
     ``VALIDATION_PER_CLASS`` held-out images of each class are read to score the run, so memory does not
-    grow with the number of images."""
+    grow with the number of images. ``mpp`` is checked against the red cells around the cells."""
     files, codes = labelled_images(root)
+    check_cell_images_mpp(root, files, mpp)
     test = held_out([str(f.relative_to(root)) for f in files], codes)
     n = len(files)
     paths = np.array([str(f) for f in files])

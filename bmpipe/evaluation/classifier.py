@@ -47,6 +47,7 @@ from bmpipe.nn.cell_classifier import (
 )
 from bmpipe.nn.weights import default_models_dir
 from bmpipe.resolution import Mpp
+from bmpipe.stages.calibrate import check_cell_images_mpp
 from bmpipe.taxonomy import load_taxonomy
 
 log = logging.getLogger(__name__)
@@ -368,6 +369,7 @@ def _folder_truth(root: Path) -> tuple[list[Path], list[str], bool]:
 def evaluate_folder(clf: CellClassifier, root: Path, mpp: Mpp | None, out: Path, batch_size: int) -> int:
     """Score ``clf`` on labelled class folders; prints the tables, writes the confusion matrix and CSVs."""
     paths, labels, groups = _folder_truth(root)
+    warning = check_cell_images_mpp(root, paths, mpp) if mpp is not None else ""
     crops, kept = clf.crops_from_files(paths, mpp)
     if not kept:
         raise InputError(root, "none of its images could be used")
@@ -397,6 +399,8 @@ def evaluate_folder(clf: CellClassifier, root: Path, mpp: Mpp | None, out: Path,
     lines.append(f"confusion matrix: {csv_path} {png_path}")
     if failed:
         lines.append(f"{failed} image(s) could not be used (see the errors above)")
+    if warning:
+        lines.append(f"WARNING: {warning}")
     print("\n".join(lines))
     return exit_status(len(kept), failed)
 

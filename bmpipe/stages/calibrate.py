@@ -4,19 +4,22 @@ Every stage works in µm/px, so a wrong resolution silently ruins a count (cells
 detector and classifier). Field photographs carry none, and metadata can be wrong (another objective, a
 resampled export). The red cells of the smear measure it independently (``bmpipe.imaging.red_cells``):
 ``--mpp auto`` uses that estimate, and otherwise the given or stated value is compared with it and a
-difference over ``MAX_DISAGREEMENT`` is warned of, in the log, the report and the manifest.
+difference over ``MAX_DISAGREEMENT`` is warned of, in the log, the report and the manifest. Folders of
+single-cell photographs (``bmpipe classify``, and the ``--data`` of training and evaluation) are checked the
+same way on the red cells around their cells, where the crops are wide enough to hold whole ones.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from bmpipe.errors import SlideError
+from bmpipe.errors import InputError, SlideError
+from bmpipe.imaging.image_files import read_rgb
 from bmpipe.imaging.red_cells import MIN_RED_CELLS, MppEstimate, estimate_mpp, red_cell_diameters
 from bmpipe.resolution import Mpp
 from bmpipe.slide import Slide, open_slide
@@ -30,6 +33,9 @@ MAX_DISAGREEMENT = 0.25
 #: Windows of level-0 pixels the red cells are measured in: a grid over the slide, enough for hundreds.
 GRID = 7
 WINDOW_PX = 1024
+#: Single-cell photographs whose red cells check a folder's ``--mpp``: spread over it, several hundred red
+#: cells around CellaVision-sized crops in about a second.
+CHECKED_IMAGES = 300
 #: Resolution a slide is opened at before its red cells are measured (only native pixels are read).
 _PROVISIONAL = Mpp(1.0)
 
@@ -53,9 +59,10 @@ def measure_mpp(slide: Slide) -> MppEstimate | None:
     return estimate_mpp(red_cell_diameters_of(slide))
 
 
-def resolution_warning(used: Mpp, source: str, estimate: MppEstimate | None) -> str:
+def resolution_warning(used: Mpp, source: str, estimate: MppEstimate | None, auto: bool = True) -> str:
     """The warning when the resolution ``used`` (found by ``source``) and the red cells disagree by over
-    ``MAX_DISAGREEMENT`` ("" if they agree, or the red cells are too few to tell)."""
+    ``MAX_DISAGREEMENT`` ("" if they agree, or the red cells are too few to tell); ``auto``: the command
+    takes ``--mpp auto``, and the warning offers it."""
     if estimate is None:
         return ""
     off = used.um_per_px / estimate.mpp.um_per_px - 1
@@ -64,7 +71,7 @@ def resolution_warning(used: Mpp, source: str, estimate: MppEstimate | None) -> 
     return (f"The resolution used, {used} ({source}), is {abs(off):.0%} "
             f"{'coarser' if off > 0 else 'finer'} than the red cells measure ({estimate}): a wrong objective, a "
             "resampled export or bad metadata? Cells are then seen at the wrong size and every figure is "
-            "doubtful: check the resolution, or rerun with --mpp auto or the right --mpp.")
+            f"doubtful: check the resolution, or rerun with {'--mpp auto or ' if auto else ''}the right --mpp.")
 
 
 def resolution_record(used: Mpp, source: str, estimate: MppEstimate | None) -> dict:
@@ -85,9 +92,38 @@ def case_mpp(photos: list[Path]) -> MppEstimate:
             continue
     estimate = estimate_mpp(np.concatenate(found) if found else np.zeros(0))
     if estimate is None:
-        raise SlideError(photos[0].parent, _too_few(sum(len(f) for f in found)))
+        raise SlideError(photos[0].parent, too_few_red_cells(sum(len(f) for f in found)))
     log.info("%s: --mpp auto: %s", photos[0].parent, estimate)
     return estimate
+
+
+def cell_images_mpp(images: Sequence[Path]) -> tuple[MppEstimate | None, int]:
+    """One resolution for single-cell photographs (one camera) from the red cells around their cells, pooled
+    over up to ``CHECKED_IMAGES`` of them spread evenly over the list, and how many red cells it rests on
+    (None under ``MIN_RED_CELLS``: crops too tight to hold whole red cells). Images that cannot be read are
+    passed over: whoever reads them for their cells reports them."""
+    picked = np.unique(np.linspace(0, len(images) - 1, min(CHECKED_IMAGES, len(images))).round().astype(int))
+    found = [np.zeros(0)]
+    for i in picked if len(images) else ():
+        try:
+            found.append(red_cell_diameters(read_rgb(images[i])))
+        except InputError:
+            continue
+    diameters = np.concatenate(found)
+    return estimate_mpp(diameters), len(diameters)
+
+
+def check_cell_images_mpp(where: Path, images: Sequence[Path], given: Mpp, auto: bool = False) -> str:
+    """Single-cell photographs at a ``given`` µm/px checked against their red cells: the warning (logged,
+    naming ``where``), or "" where they agree or hold too few whole red cells to tell."""
+    estimate, n = cell_images_mpp(images)
+    if estimate is None:
+        log.info("%s: %d isolated round red cells around the cells, too few to check --mpp %s", where, n, given)
+        return ""
+    warning = resolution_warning(given, "--mpp", estimate, auto=auto)
+    if warning:
+        log.warning("%s: %s", where, warning)
+    return warning
 
 
 def opening_mpp(mpp: float | str | None) -> Mpp | float | None:
@@ -95,7 +131,7 @@ def opening_mpp(mpp: float | str | None) -> Mpp | float | None:
     return _PROVISIONAL if mpp == AUTO else mpp
 
 
-def _too_few(n: int) -> str:
+def too_few_red_cells(n: int) -> str:
     return (f"--mpp auto found {n} isolated round red cells, too few to measure the resolution (needs "
             f"{MIN_RED_CELLS}); give it with --mpp")
 
@@ -109,7 +145,7 @@ def opened(path: Path, mpp: float | str | None) -> Iterator[tuple[Slide, MppEsti
             diameters = red_cell_diameters_of(slide)
             estimate = estimate_mpp(diameters)
             if estimate is None:
-                raise SlideError(path, _too_few(len(diameters)))
+                raise SlideError(path, too_few_red_cells(len(diameters)))
             slide.set_mpp(estimate.mpp, "red cells")
             log.info("%s: --mpp auto: %s", path, estimate)
             yield slide, estimate
