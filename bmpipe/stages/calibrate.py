@@ -104,7 +104,7 @@ def cell_images_mpp(images: Sequence[Path]) -> tuple[MppEstimate | None, int]:
     passed over: whoever reads them for their cells reports them."""
     picked = np.unique(np.linspace(0, len(images) - 1, min(CHECKED_IMAGES, len(images))).round().astype(int))
     found = [np.zeros(0)]
-    for i in picked if len(images) else ():
+    for i in picked:
         try:
             found.append(red_cell_diameters(read_rgb(images[i])))
         except InputError:
