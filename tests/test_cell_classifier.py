@@ -183,6 +183,30 @@ def test_no_random_convolutions_draw_nothing() -> None:
     assert torch.equal(gen.get_state(), torch.Generator().manual_seed(0).get_state())
 
 
+def test_fourier_mix_swaps_only_the_lowest_frequencies_amplitudes() -> None:
+    """Each crop gets another crop's mean colour (the zero frequency, always in the window) and keeps its own
+    phase and every amplitude outside the window (at most 1 cycle across a 32 px crop at β 0.05)."""
+    gen = torch.Generator().manual_seed(0)
+    x = 60 + 120 * torch.rand(6, 3, 32, 32, generator=gen)
+    x += 10 * torch.arange(6.0)[:, None, None, None]  # every crop its own mean: the donors can be told
+    out = Augment(fourier_p=1.0, fourier_beta=0.05)._fourier_mix(x, gen)
+    means, mixed_means = x.mean((1, 2, 3)), out.mean((1, 2, 3))
+    torch.testing.assert_close(mixed_means.sort().values, means.sort().values, atol=0.01, rtol=0)
+    assert ((mixed_means - means).abs() > 5).all()  # no crop kept its own
+    before, after = torch.fft.fftshift(torch.fft.fft2(x), dim=(-2, -1)), torch.fft.fftshift(torch.fft.fft2(out), dim=(-2, -1))
+    far = (torch.arange(32) - 16).abs()
+    outside = (far[:, None] > 1) | (far[None, :] > 1)
+    torch.testing.assert_close(after.abs()[..., outside], before.abs()[..., outside], atol=0.05, rtol=1e-4)
+    torch.testing.assert_close(torch.cos(after.angle() - before.angle()), torch.ones(6, 3, 32, 32), atol=1e-3, rtol=0)
+
+
+def test_no_fourier_mix_draws_nothing() -> None:
+    """Off by default, and then a run's batches are those of a run before the option existed."""
+    x, gen = torch.rand(4, 3, 32, 32), torch.Generator().manual_seed(0)
+    assert Augment()._fourier_mix(x, gen) is x
+    assert torch.equal(gen.get_state(), torch.Generator().manual_seed(0).get_state())
+
+
 def test_held_out_split_is_fixed_and_per_class() -> None:
     keys = [f"img{i}" for i in range(200)]
     groups = ["a"] * 100 + ["b"] * 100

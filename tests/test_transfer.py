@@ -341,6 +341,25 @@ def test_random_convolutions_reach_the_training_batches() -> None:
     assert ((convolved - plain).abs().mean((1, 2, 3)) > 1).all()
 
 
+def test_fourier_mix_reaches_the_training_batches() -> None:
+    """``--fourier-mix``: a seed's batches are the same without it, and with it crops take other crops' mean
+    colours (blur and noise, drawn after it, leave a crop's mean where it was)."""
+    n = 16
+    means = np.repeat(np.linspace(40, 220, n), 3).reshape(n, 1, 1, 3)
+    data = CropSet((means + np.random.default_rng(0).integers(-20, 20, (n, 128, 128, 3))).astype(np.uint8),
+                   np.array(["LYT", "NGS"] * (n // 2), "U8"), np.full(n, "pbc", "U16"), np.full(n, "", "U256"),
+                   np.full(n, -1, np.int8), np.full(n, -1, np.int8))
+    sampler = train_classifier.BalancedSampler(data, ("LYT", "NGS"), 0.8, seed=0)
+
+    def first_batch(share: float) -> torch.Tensor:
+        settings = train_classifier.TrainSettings(batch_size=8, workers=0, fourier_mix=share)
+        return next(train_classifier.batches(data, sampler, settings))[1]
+
+    plain, again, mixed = first_batch(0.0), first_batch(0.0), first_batch(1.0)
+    assert torch.equal(plain, again)
+    assert ((mixed - plain).mean((1, 2, 3)).abs() > 5).float().mean() >= 0.5
+
+
 def test_eosin_tint_reddens_only_the_stained_parts_of_picked_crops() -> None:
     """``--eosin-neutrophils``: a picked crop's cell takes up eosin (green absorbed, red barely), its white
     background stays; crops not picked are untouched."""

@@ -27,6 +27,10 @@ class Augment:
     pass through a convolution with random weights (one kernel size per batch, 1-7 px), blended with the crop
     by a random weight and brought back to its own colour means and contrast: the local colour and texture
     change while the shapes stay, so a class must be told by shape, not by the texture of its source's camera.
+    Fourier mixing (``fourier_p``, off by default; FDA, Yang & Soatto 2020, CVPR): a share of crops take the
+    lowest spatial frequencies' amplitudes (a square of up to ``fourier_beta`` of the spectrum's width, so up
+    to about 4 cycles across a crop) from another crop of the batch and keep their own phase: the broad
+    colour casts and shading of one source's photographs land on another's cells, whose edges and texture stay.
     Surroundings (``swap_p``, off by default): a share of crops keep the cell, a disc of ``swap_radius_px``
     around the centre, and take everything outside it from another crop of the batch, so the red cells and
     background around a cell (its lab's look, or the phantom's) say nothing of its class or source.
@@ -49,6 +53,8 @@ class Augment:
     swap_radius_px: tuple[float, float] = (28.0, 44.0)
     random_conv_p: float = 0.0
     random_conv_kernels: tuple[int, ...] = (1, 3, 5, 7)
+    fourier_p: float = 0.0
+    fourier_beta: float = 0.05
 
     def __call__(self, images: np.ndarray, gen: torch.Generator) -> torch.Tensor:
         """uint8 (B, S, S, 3) → float (B, 3, out_px, out_px) in 0-255."""
@@ -58,6 +64,7 @@ class Augment:
         x = self._geometry(x, gen, s)
         x = self._stain(x, gen)
         x = self._random_convolution(x, gen)
+        x = self._fourier_mix(x, gen)
         x = self._blur(x, gen)
         x = x + torch.randn(x.shape, generator=gen) * self.noise * torch.rand(b, 1, 1, 1, generator=gen)
         return x.clamp_(0, 255)
@@ -100,6 +107,25 @@ class Augment:
         y = y * (centred.std((1, 2, 3), keepdim=True) / (y.std((1, 2, 3), keepdim=True) + 1e-6))
         out = (mean + alpha * centred + (1 - alpha) * y).clamp(0, 255)
         return torch.where(picked, out, x)
+
+    def _fourier_mix(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Each picked crop with the amplitudes of its lowest frequencies (a centred square of the shifted
+        spectrum, half-width uniform in 0-``fourier_beta`` of the crop) from its donor, its phase its own."""
+        b, _, h, w = x.shape
+        if self.fourier_p <= 0 or b < 2:
+            return x  # no random draws: runs without it keep their batches
+        picked = (torch.rand(b, generator=gen) < self.fourier_p)[:, None, None, None]
+        order = torch.randperm(b, generator=gen)
+        donor = torch.empty_like(order)
+        donor[order] = order.roll(1)  # one random cycle through the batch: no crop is its own donor
+        half = torch.floor(self._u(gen, b, lo=0.0, hi=self.fourier_beta) * min(h, w))[:, None, None]
+        rows = (torch.arange(h) - h // 2).abs()[None, :, None]
+        cols = (torch.arange(w) - w // 2).abs()[None, None, :]
+        low = ((rows <= half) & (cols <= half))[:, None] & picked
+        spectrum = torch.fft.fftshift(torch.fft.fft2(x), dim=(-2, -1))
+        amplitude = torch.where(low, spectrum.abs()[donor], spectrum.abs())
+        mixed = torch.polar(amplitude, spectrum.angle())
+        return torch.fft.ifft2(torch.fft.ifftshift(mixed, dim=(-2, -1))).real.clamp(0, 255)
 
     def _geometry(self, x: torch.Tensor, gen: torch.Generator, s: int) -> torch.Tensor:
         b = x.shape[0]

@@ -109,6 +109,8 @@ class TrainSettings:
     swap_surroundings: float = 0.0
     # Share of crops passed through a random convolution (``Augment.random_conv_p``; 0: off).
     random_convolutions: float = 0.0
+    # Share of crops given another crop's lowest-frequency amplitudes (``Augment.fourier_p``; 0: off).
+    fourier_mix: float = 0.0
     # Share of neutrophil-series crops whose stained parts take up extra eosin (``eosin_tint``; 0: off).
     eosin_neutrophils: float = 0.0
     # Channels of every layer × this (``default_config``): 1 is the shipped size.
@@ -325,7 +327,8 @@ def batches(data: CropSet, sampler: BalancedSampler, settings: TrainSettings,
     augmentation overlap the network's step. A batch depends only on the seed and its step number, so a
     resumed run sees exactly the batches an uninterrupted one would have.
     """
-    augment = Augment(swap_p=settings.swap_surroundings, random_conv_p=settings.random_convolutions)
+    augment = Augment(swap_p=settings.swap_surroundings, random_conv_p=settings.random_convolutions,
+                      fourier_p=settings.fourier_mix)
 
     def prepare(step: int) -> tuple[np.ndarray, torch.Tensor]:
         rows = sampler.batch(settings.batch_size, step)
@@ -353,7 +356,7 @@ def batches(data: CropSet, sampler: BalancedSampler, settings: TrainSettings,
 #: Settings that shape a run's schedule and batches: a checkpoint resumes only a run that agrees on them.
 _SCHEDULE_KEYS = ("minutes", "steps", "batch_size", "lr", "weight_decay", "warmup", "real_fraction",
                   "label_smoothing", "ema_decay", "seed", "class_weights", "synthetic_only", "negative_fraction",
-                  "domain_weight", "swap_surroundings", "random_convolutions", "eosin_neutrophils")
+                  "domain_weight", "swap_surroundings", "random_convolutions", "fourier_mix", "eosin_neutrophils")
 
 
 def run_fingerprint(data: CropSet, codes: tuple[str, ...], settings: TrainSettings) -> str:
@@ -759,6 +762,8 @@ def write_card(
             if t.get("swap_surroundings") else "")
          + (f"; random convolutions in {t['random_convolutions']:.0%} of crops"
             if t.get("random_convolutions") else "")
+         + (f"; lowest frequencies' amplitudes from another crop in {t['fourier_mix']:.0%} of crops"
+            if t.get("fourier_mix") else "")
          + (f"; extra eosin in {t['eosin_neutrophils']:.0%} of neutrophil-series crops"
             if t.get("eosin_neutrophils") else "")),
         *([(f"- **synthetic-only proxy**: real images of {', '.join(t['synthetic_only'])} left out of training "
@@ -889,6 +894,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--random-convolutions", type=float, default=TrainSettings.random_convolutions, metavar="P",
                    help="share of crops passed through a convolution with random weights, which changes colour "
                         "and texture but not shape (0 turns it off)")
+    p.add_argument("--fourier-mix", type=float, default=TrainSettings.fourier_mix, metavar="P",
+                   help="share of crops that take the amplitudes of their lowest spatial frequencies (broad colour "
+                        "casts and shading) from another crop of the batch, keeping their own edges and texture "
+                        "(0 turns it off)")
     p.add_argument("--eosin-neutrophils", type=float, default=TrainSettings.eosin_neutrophils, metavar="P",
                    help="share of neutrophil-series crops given extra eosin, as a lab whose neutrophils take "
                         "it up (0 turns it off)")
@@ -921,7 +930,8 @@ def main(argv: list[str] | None = None) -> int:
         init=None if args.init is None else default_models_dir() if args.init == "shipped" else Path(args.init),
         class_weights=class_weights, synthetic_only=tuple(c.upper() for c in args.synthetic_only),
         domain_weight=args.domain_weight, swap_surroundings=args.swap_surroundings,
-        random_convolutions=args.random_convolutions, eosin_neutrophils=args.eosin_neutrophils,
+        random_convolutions=args.random_convolutions, fourier_mix=args.fourier_mix,
+        eosin_neutrophils=args.eosin_neutrophils,
         width=args.width, device=args.device,
         workers=args.workers,
         checkpoint_minutes=args.checkpoint_minutes, resume=args.resume,
