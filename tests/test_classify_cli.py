@@ -122,8 +122,10 @@ def test_mpp_auto_measures_the_red_cells_around_the_cells(photographed: Path, mo
 
 def test_a_wrong_mpp_is_warned_of_and_the_cells_still_classified(photographed: Path, models: Path,
                                                                     caplog) -> None:
+    caplog.set_level(logging.INFO)
     out = photographed.parent / "preds.csv"
     assert main(["classify", str(photographed), "--out", str(out), "--mpp", "0.1", "--models", str(models)]) == 0
+    assert f"{photographed}: --mpp 0.1 µm/px agrees with the red cells around the cells" in caplog.text
     assert "WARNING" not in caplog.text
     assert main(["classify", str(photographed), "--out", str(out), "--mpp", "0.2", "--models", str(models)]) == 0
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]

@@ -123,6 +123,8 @@ def check_cell_images_mpp(where: Path, images: Sequence[Path], given: Mpp, auto:
     warning = resolution_warning(given, "--mpp", estimate, auto=auto)
     if warning:
         log.warning("%s: %s", where, warning)
+    else:
+        log.info("%s: --mpp %s agrees with the red cells around the cells (%s)", where, given, estimate)
     return warning
 
 
