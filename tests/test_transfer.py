@@ -304,39 +304,35 @@ def test_negatives_the_network_is_sure_are_that_code_are_not_trusted() -> None:
     assert train_classifier.NEGATIVE_TRUST["segpc-other"] < 1.0 and "txl-white" not in train_classifier.NEGATIVE_TRUST
 
 
+def _first_batch(images: np.ndarray, **option: float) -> torch.Tensor:
+    """The first augmented training batch (8 crops, seed 0) of ``images``, half LYT and half NGS, with one
+    augmentation ``option`` of :class:`TrainSettings`."""
+    n = len(images)
+    data = CropSet(images, np.array(["LYT", "NGS"] * (n // 2), "U8"), np.full(n, "pbc", "U16"),
+                   np.full(n, "", "U256"), np.full(n, -1, np.int8), np.full(n, -1, np.int8))
+    sampler = train_classifier.BalancedSampler(data, ("LYT", "NGS"), 0.8, seed=0)
+    settings = train_classifier.TrainSettings(batch_size=8, workers=0, **option)
+    return next(train_classifier.batches(data, sampler, settings))[1]
+
+
 def test_swapped_surroundings_reach_the_training_batches() -> None:
     """``--swap-surroundings``: training batches keep each crop's centre and change its corners."""
-    n = 16
-    values = np.arange(n, dtype=np.uint8) * 15 + 10
-    data = CropSet(np.broadcast_to(values[:, None, None, None], (n, 128, 128, 3)).copy(),
-                   np.array(["LYT", "NGS"] * (n // 2), "U8"), np.full(n, "pbc", "U16"), np.full(n, "", "U256"),
-                   np.full(n, -1, np.int8), np.full(n, -1, np.int8))
-    sampler = train_classifier.BalancedSampler(data, ("LYT", "NGS"), 0.8, seed=0)
-
-    def first_batch(swap: float) -> torch.Tensor:
-        settings = train_classifier.TrainSettings(batch_size=8, workers=0, swap_surroundings=swap)
-        return next(train_classifier.batches(data, sampler, settings))[1]
+    values = np.arange(16, dtype=np.uint8) * 15 + 10
+    flat = np.broadcast_to(values[:, None, None, None], (16, 128, 128, 3)).copy()
 
     def centre_against_corner(x: torch.Tensor) -> torch.Tensor:  # crops are flat: only a swap makes a step
         return (x[..., 44:52, 44:52].mean((1, 2, 3)) - x[..., :6, :6].mean((1, 2, 3))).abs()
 
-    plain, swapped = centre_against_corner(first_batch(0.0)), centre_against_corner(first_batch(1.0))
+    plain = centre_against_corner(_first_batch(flat, swap_surroundings=0.0))
+    swapped = centre_against_corner(_first_batch(flat, swap_surroundings=1.0))
     assert plain.max() < 2 and (swapped > 5).float().mean() >= 0.5
 
 
 def test_random_convolutions_reach_the_training_batches() -> None:
     """``--random-convolutions``: a seed's batches are the same without it, and every crop changes with it."""
-    n = 16
-    textured = np.random.default_rng(0).integers(60, 200, (n, 128, 128, 3), dtype=np.uint8)
-    data = CropSet(textured, np.array(["LYT", "NGS"] * (n // 2), "U8"), np.full(n, "pbc", "U16"),
-                   np.full(n, "", "U256"), np.full(n, -1, np.int8), np.full(n, -1, np.int8))
-    sampler = train_classifier.BalancedSampler(data, ("LYT", "NGS"), 0.8, seed=0)
-
-    def first_batch(share: float) -> torch.Tensor:
-        settings = train_classifier.TrainSettings(batch_size=8, workers=0, random_convolutions=share)
-        return next(train_classifier.batches(data, sampler, settings))[1]
-
-    plain, again, convolved = first_batch(0.0), first_batch(0.0), first_batch(1.0)
+    textured = np.random.default_rng(0).integers(60, 200, (16, 128, 128, 3), dtype=np.uint8)
+    plain, again = (_first_batch(textured, random_convolutions=0.0) for _ in range(2))
+    convolved = _first_batch(textured, random_convolutions=1.0)
     assert torch.equal(plain, again)
     assert ((convolved - plain).abs().mean((1, 2, 3)) > 1).all()
 
@@ -344,18 +340,10 @@ def test_random_convolutions_reach_the_training_batches() -> None:
 def test_fourier_mix_reaches_the_training_batches() -> None:
     """``--fourier-mix``: a seed's batches are the same without it, and with it crops take other crops' mean
     colours (blur and noise, drawn after it, leave a crop's mean where it was)."""
-    n = 16
-    means = np.repeat(np.linspace(40, 220, n), 3).reshape(n, 1, 1, 3)
-    data = CropSet((means + np.random.default_rng(0).integers(-20, 20, (n, 128, 128, 3))).astype(np.uint8),
-                   np.array(["LYT", "NGS"] * (n // 2), "U8"), np.full(n, "pbc", "U16"), np.full(n, "", "U256"),
-                   np.full(n, -1, np.int8), np.full(n, -1, np.int8))
-    sampler = train_classifier.BalancedSampler(data, ("LYT", "NGS"), 0.8, seed=0)
-
-    def first_batch(share: float) -> torch.Tensor:
-        settings = train_classifier.TrainSettings(batch_size=8, workers=0, fourier_mix=share)
-        return next(train_classifier.batches(data, sampler, settings))[1]
-
-    plain, again, mixed = first_batch(0.0), first_batch(0.0), first_batch(1.0)
+    means = np.repeat(np.linspace(40, 220, 16), 3).reshape(16, 1, 1, 3)
+    images = (means + np.random.default_rng(0).integers(-20, 20, (16, 128, 128, 3))).astype(np.uint8)
+    plain, again = (_first_batch(images, fourier_mix=0.0) for _ in range(2))
+    mixed = _first_batch(images, fourier_mix=1.0)
     assert torch.equal(plain, again)
     assert ((mixed - plain).mean((1, 2, 3)).abs() > 5).float().mean() >= 0.5
 
