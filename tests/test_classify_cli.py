@@ -145,3 +145,11 @@ def test_mpp_auto_on_crops_without_red_cells_is_one_line(tmp_path: Path, models:
     assert main(["classify", str(tmp_path / "tight"), "--out", str(out), "--mpp", "0.3",
                  "--models", str(models)]) == 0  # too few to check a given resolution: no warning
     assert len(_rows(out)) == 3 and not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_mpp_auto_over_relative_and_absolute_paths(photographed: Path, models: Path, monkeypatch) -> None:
+    monkeypatch.chdir(photographed.parent)
+    out = photographed.parent / "preds.csv"
+    assert main(["classify", "cells/00.png", str(photographed / "01.png"), str(photographed), "--out", str(out),
+                 "--mpp", "auto", "--models", str(models)]) == 0
+    assert len(_rows(out)) == 14

@@ -3,8 +3,9 @@
 Each image is resampled from its µm/px to the classifier's and cut (or mirror-padded) to the model's fixed
 physical crop around its centre, so a cell photographed at any magnification is seen at the size the network
 learned. That µm/px is checked against the red cells around the cells (where the crops hold whole ones), or
-measured on them with ``--mpp auto``. Images are read and classified a batch at a time (GPU with mixed precision when present); an image
-that cannot be used gets one error line naming it, and the others are still classified.
+measured on them with ``--mpp auto``. Images are read and classified a batch at a time (GPU with mixed
+precision when present); an image that cannot be used gets one error line naming it, and the others are still
+classified.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def _classify(args: argparse.Namespace) -> int:
 
     files, bad = _inputs(args.images)
     try:
-        where = args.images[0] if len(args.images) == 1 else Path(os.path.commonpath(args.images))
+        where = args.images[0] if len(args.images) == 1 else Path(os.path.commonpath([p.absolute() for p in args.images]))
         mpp = images_mpp(where, files, args.mpp)
     except InputError as exc:
         log.error("%s", exc)
