@@ -70,18 +70,14 @@ def classify_files(clf: CellClassifier, files: list[Path], mpp: Mpp | None, out:
 def images_mpp(where: Path, files: list[Path], mpp: float | str | None) -> Mpp | None:
     """The µm/px to classify ``files`` at: ``mpp`` checked against their red cells (a warning where they
     disagree), measured on them for ``auto``, or None (each image's own metadata)."""
-    from bmpipe.stages.calibrate import AUTO, cell_images_mpp, check_cell_images_mpp, too_few_red_cells
+    from bmpipe.stages.calibrate import AUTO, cell_images_red_cells, check_cell_images_mpp, measured_mpp
 
     if mpp is None or not files:
         return None
-    if mpp != AUTO:
-        check_cell_images_mpp(where, files, Mpp(mpp), auto=True)
-        return Mpp(mpp)
-    estimate, n = cell_images_mpp(files)
-    if estimate is None:
-        raise InputError(where, too_few_red_cells(n))
-    log.info("%s: --mpp auto: %s", where, estimate)
-    return estimate.mpp
+    if mpp == AUTO:
+        return measured_mpp(where, cell_images_red_cells(files), InputError).mpp
+    check_cell_images_mpp(where, files, Mpp(mpp), auto=True)
+    return Mpp(mpp)
 
 
 def _classify(args: argparse.Namespace) -> int:

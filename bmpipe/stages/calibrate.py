@@ -90,18 +90,23 @@ def case_mpp(photos: list[Path]) -> MppEstimate:
                 found.append(red_cell_diameters_of(photo))
         except SlideError:
             continue
-    estimate = estimate_mpp(np.concatenate(found) if found else np.zeros(0))
+    return measured_mpp(photos[0].parent, np.concatenate(found) if found else np.zeros(0))
+
+
+def measured_mpp(where: Path, diameters: np.ndarray, error: type[InputError] = SlideError) -> MppEstimate:
+    """``--mpp auto``: the resolution the red-cell ``diameters`` give (logged), or ``error`` naming ``where``
+    when they are too few to measure it."""
+    estimate = estimate_mpp(diameters)
     if estimate is None:
-        raise SlideError(photos[0].parent, too_few_red_cells(sum(len(f) for f in found)))
-    log.info("%s: --mpp auto: %s", photos[0].parent, estimate)
+        raise error(where, _too_few(len(diameters)))
+    log.info("%s: --mpp auto: %s", where, estimate)
     return estimate
 
 
-def cell_images_mpp(images: Sequence[Path]) -> tuple[MppEstimate | None, int]:
-    """One resolution for single-cell photographs (one camera) from the red cells around their cells, pooled
-    over up to ``CHECKED_IMAGES`` of them spread evenly over the list, and how many red cells it rests on
-    (None under ``MIN_RED_CELLS``: crops too tight to hold whole red cells). Images that cannot be read are
-    passed over: whoever reads them for their cells reports them."""
+def cell_images_red_cells(images: Sequence[Path]) -> np.ndarray:
+    """Diameters (px) of the red cells around the cells of single-cell photographs (one camera), pooled over
+    up to ``CHECKED_IMAGES`` of them spread evenly over the list; crops too tight to hold whole red cells give
+    few or none. Images that cannot be read are passed over: whoever reads them for their cells reports them."""
     picked = np.unique(np.linspace(0, len(images) - 1, min(CHECKED_IMAGES, len(images))).round().astype(int))
     found = [np.zeros(0)]
     for i in picked:
@@ -109,16 +114,17 @@ def cell_images_mpp(images: Sequence[Path]) -> tuple[MppEstimate | None, int]:
             found.append(red_cell_diameters(read_rgb(images[i])))
         except InputError:
             continue
-    diameters = np.concatenate(found)
-    return estimate_mpp(diameters), len(diameters)
+    return np.concatenate(found)
 
 
 def check_cell_images_mpp(where: Path, images: Sequence[Path], given: Mpp, auto: bool = False) -> str:
     """Single-cell photographs at a ``given`` µm/px checked against their red cells: the warning (logged,
     naming ``where``), or "" where they agree or hold too few whole red cells to tell."""
-    estimate, n = cell_images_mpp(images)
+    diameters = cell_images_red_cells(images)
+    estimate = estimate_mpp(diameters)
     if estimate is None:
-        log.info("%s: %d isolated round red cells around the cells, too few to check --mpp %s", where, n, given)
+        log.info("%s: %d isolated round red cells around the cells, too few to check --mpp %s", where,
+                 len(diameters), given)
         return ""
     warning = resolution_warning(given, "--mpp", estimate, auto=auto)
     if warning:
@@ -133,7 +139,7 @@ def opening_mpp(mpp: float | str | None) -> Mpp | float | None:
     return _PROVISIONAL if mpp == AUTO else mpp
 
 
-def too_few_red_cells(n: int) -> str:
+def _too_few(n: int) -> str:
     return (f"--mpp auto found {n} isolated round red cells, too few to measure the resolution (needs "
             f"{MIN_RED_CELLS}); give it with --mpp")
 
@@ -144,12 +150,8 @@ def opened(path: Path, mpp: float | str | None) -> Iterator[tuple[Slide, MppEsti
     own estimate of it, for the record and the cross-check."""
     if mpp == AUTO:
         with open_slide(path, mpp=_PROVISIONAL) as slide:
-            diameters = red_cell_diameters_of(slide)
-            estimate = estimate_mpp(diameters)
-            if estimate is None:
-                raise SlideError(path, too_few_red_cells(len(diameters)))
+            estimate = measured_mpp(path, red_cell_diameters_of(slide))
             slide.set_mpp(estimate.mpp, "red cells")
-            log.info("%s: --mpp auto: %s", path, estimate)
             yield slide, estimate
         return
     with open_slide(path, mpp=mpp) as slide:
