@@ -32,6 +32,7 @@ from bmpipe.evaluation.transfer import (
     compare_transfer,
     evaluate_transfer,
     format_transfer,
+    held_back_codes,
     recall_at_false_calls,
     score_synthetic_only,
 )
@@ -164,6 +165,38 @@ def test_synthetic_only_codes_leave_their_real_images_out(tmp_path: Path) -> Non
     data = train_classifier.gather_data(settings, [(root, CLASSIFIER_MPP)], builtin=False, phantom=False)
     assert "LYT" not in set(data.train.codes) and "EBO" in set(data.train.codes)
     assert "LYT" in set(data.held_out["lab"].codes)
+
+
+def test_keep_real_keeps_that_many_real_images_of_each_synthetic_only_code(tmp_path: Path) -> None:
+    """``--keep-real 3``: a lab that has labelled three lymphocytes; its other real lymphocytes stay out."""
+    import cv2
+
+    from bmpipe.nn.cell_classifier import CLASSIFIER_MPP
+    from bmpipe.phantom import cell_crops
+
+    root = tmp_path / "lab"
+    images, codes, _, _ = cell_crops({"LYT": 14, "EBO": 14}, seed=3, mpp=CLASSIFIER_MPP, size_px=120)
+    for i, (image, code) in enumerate(zip(images, codes)):
+        (root / code).mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / code / f"{i}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+
+    def kept(k: int, seed: int = 0) -> set[str]:
+        settings = train_classifier.TrainSettings(synthetic_only=("LYT", "EBO"), keep_real=k, seed=seed)
+        data = train_classifier.gather_data(settings, [(root, CLASSIFIER_MPP)], builtin=False, phantom=False)
+        assert data.held_out["lab"].codes.tolist().count("LYT") == 2  # the held-out split does not move
+        return set(data.train.paths.tolist())
+
+    three = kept(3)
+    assert sorted(Path(p).parent.name for p in three) == ["EBO"] * 3 + ["LYT"] * 3
+    assert kept(3) == three and kept(3, seed=1) != three and three < kept(5)
+    assert len(kept(100)) == 24  # all 12 training images of each, when fewer than K
+
+
+@pytest.mark.parametrize("args", [["--keep-real", "5"], ["--synthetic-only", "LYT", "--keep-real", "-1"]])
+def test_keep_real_without_synthetic_only_or_below_zero_is_a_usage_error(args: list[str], capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        train_classifier.main(["--no-builtin", "--steps", "1", *args])
+    assert exit_.value.code == 2 and "--keep-real takes a count of 0 or more" in capsys.readouterr().err
 
 
 def _classifier(tmp_path: Path, learned_from: dict[str, list[str]], dysplasia: list[str]) -> CellClassifier:
@@ -454,6 +487,23 @@ def test_proxy_recall_is_scored_on_each_phantom_only_codes_real_held_out_cells(t
     assert rows and all(row["false_calls"] <= row["rate"] and set(row["recall"]) == {"LYT", "PLM"} for row in rows)
     assert any("synthetic-only proxy with at most 3% of those PBC cells" in line for line in format_transfer(result))
     json.dumps(result)
+
+
+def test_a_keep_real_run_is_scored_as_the_proxy_it_extends(tmp_path: Path) -> None:
+    """Kept real images make LYT and PLM classes with real images to the model, but the guard and the bias
+    still treat them as the proxy's: the same healthy cells (PBC's platelets) at every K."""
+    config = default_config(("BLA", "LYT", "PLM", "PLT"))
+    config.update(stem=8, widths=[8, 16], depths=[1, 1], training={"synthetic_only": ["LYT", "PLM"], "keep_real": 5},
+                  learned_from={"BLA": ["phantom"], "LYT": ["pbc", "phantom"], "PLM": ["phantom", "segpc"],
+                                "PLT": ["pbc"]})
+    save_model(CellNet(config), tmp_path, "classifier", "t", config)
+    clf = CellClassifier.load(tmp_path, device="cpu")
+    assert clf.synthetic_only == ("BLA",) and held_back_codes(clf) == ("BLA", "LYT", "PLM")
+    result = evaluate_transfer(clf, _transfer_sets())
+    assert len(result["outcomes"]["pbc_not_phantom_only"][""]["hit"]) == 5
+    assert set(result["synthetic_only"]) == {"LYT", "PLM"} and result["synthetic_only_at_false_calls"]
+    assert any(line.startswith("  synthetic-only LYT (5 real training images kept): recall on real")
+               for line in format_transfer(result))
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

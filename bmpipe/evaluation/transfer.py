@@ -13,6 +13,8 @@ images in training:
   as BLA is seen today; its recall on CODE's real held-out images says how far phantom cells carry a class.
   It is also read at fixed shares of healthy cells called a phantom-only class (:func:`recall_at_false_calls`),
   so that two runs are compared on how well they separate, not on where each happened to put its threshold.
+  With ``--keep-real K`` the run also kept K real images of each such class: the same scores, read over K,
+  say how many cells a lab must label before a class transfers.
 - **label audit**: where a set's published labels were checked by eye (``data/label_audits.yaml``), its
   accuracy is also given on the cells whose image shows what their label says. The target stays on the
   labels as published; the second figure tells the model's errors from the label's.
@@ -223,9 +225,17 @@ def score_segpc(clf: CellClassifier, plasma: cell_data.CropSet, others: cell_dat
     return out
 
 
+def held_back_codes(clf: CellClassifier) -> tuple[str, ...]:
+    """Classes no real image taught, and a proxy run's classes even when ``--keep-real`` kept a few real images
+    of them: a guard that moved with the number kept would not compare the points of one learning curve."""
+    proxy = clf.config.get("training", {}).get("synthetic_only") or ()
+    return tuple(c for c in clf.codes if c in clf.synthetic_only or c in proxy)
+
+
 def score_synthetic_only(clf: CellClassifier, real_held_out: dict[str, cell_data.CropSet]) -> dict[str, Any]:
-    """Recall on real held-out cells of each class the model was trained on only from phantom cells
-    (its ``training.synthetic_only``); empty for a model trained on every real image it was given. Each code's
+    """Recall on real held-out cells of each class the model was trained on only from phantom cells, or from
+    phantom cells and the few real ones ``--keep-real`` kept (its ``training.synthetic_only``); empty for a
+    model trained on every real image it was given. Each code's
     ``probs`` are its cells' class probabilities (for :func:`recall_at_false_calls`; not JSON)."""
     codes = clf.config.get("training", {}).get("synthetic_only") or []
     sets = [(s.codes, s.centre_crops()) for s in real_held_out.values()] if codes else []
@@ -349,9 +359,10 @@ def evaluate_transfer(clf: CellClassifier, sets: TransferSets | None = None) -> 
         truth, called, predictions = pbc_group_calls(clf, real["pbc"])
         result["pbc_groups"] = pbc_group_scores(class_report(truth, called, tolerate=False))
         found["pbc_group_macro_f1"] = outcomes.calls(truth, called)
-        if clf.synthetic_only:  # a false alarm of a class no real image taught (a blast among healthy cells)
-            real_class = np.isin(real["pbc"].codes, clf.synthetic_only, invert=True)
-            phantom_called = np.isin(predictions.label, clf.synthetic_only)
+        held_back = held_back_codes(clf)
+        if held_back:  # a false alarm of a class no real image taught (a blast among healthy cells)
+            real_class = np.isin(real["pbc"].codes, held_back, invert=True)
+            phantom_called = np.isin(predictions.label, held_back)
             found["pbc_not_phantom_only"] = outcomes.hits(~phantom_called[real_class])
             result["pbc_phantom_only_calls"] = _most_called(predictions.label[real_class & phantom_called], 5)
             guard_probs = predictions.probs[real_class]
@@ -361,9 +372,10 @@ def evaluate_transfer(clf: CellClassifier, sets: TransferSets | None = None) -> 
         found["synthetic_only_mean_recall"] = found["synthetic_only_min_recall"] = per_code
         probs = {code: v.pop("probs") for code, v in proxy.items()}
         result["synthetic_only"] = proxy
+        result["synthetic_only_kept_real"] = int(clf.config["training"].get("keep_real", 0))
         if guard_probs is not None:
             result["synthetic_only_at_false_calls"] = recall_at_false_calls(probs, guard_probs, clf.codes,
-                                                                            clf.synthetic_only)
+                                                                            held_back_codes(clf))
     result["outcomes"] = found
     result["figures"] = transfer_figures(result)
     result["intervals"] = {key: outcomes.interval(o, FIGURE_STATS[key]) for key, o in found.items()}
@@ -429,8 +441,10 @@ def format_transfer(result: dict[str, Any]) -> list[str]:
                      + ")")
     if "plm_recall" in segpc:
         lines.append(f"  SegPC held-out plasma cells called PLM: {segpc['plm_recall']:.3f} (n={segpc['plm_n']})")
+    kept = result.get("synthetic_only_kept_real")
     for code, v in result.get("synthetic_only", {}).items():
-        lines.append(f"  synthetic-only {code}: recall on real {v['recall']:.3f} (n={v['n']}; called "
+        lines.append(f"  synthetic-only {code}" + (f" ({kept} real training images kept)" if kept else "")
+                     + f": recall on real {v['recall']:.3f} (n={v['n']}; called "
                      + _calls_text(v["called"]) + ")")
     if "pbc_phantom_only_calls" in result:
         lines.append("  held-out PBC cells of classes with real images called a phantom-only class: "

@@ -100,6 +100,9 @@ class TrainSettings:
     # Codes whose real images are left out of training (phantom cells only), as BLA is learned: the proxy
     # that measures how far phantom cells alone carry a class to real ones.
     synthetic_only: tuple[str, ...] = ()
+    # Real training images kept of each ``synthetic_only`` code, drawn with the seed: a lab that has labelled
+    # this many cells of a class the model knew only from phantom cells (the points of the proxy's learning curve).
+    keep_real: int = 0
     # Share of batches' draws from cells labelled only by what they are not (SegPC non-plasma marrow cells).
     negative_fraction: float = 0.015
     # Weight of the adversarial loss that makes phantom and real cells of a class indistinguishable in the
@@ -158,12 +161,22 @@ def gather_data(settings: TrainSettings, folders: list[tuple[Path, Mpp]], builti
     data = CropSet.concat(train)
     if settings.synthetic_only:
         real = np.isin(data.codes, settings.synthetic_only) & (data.sources != "phantom")
-        log.info("synthetic only: %d real images of %s left out of training", real.sum(),
-                 ", ".join(settings.synthetic_only))
+        real[kept_rows(data.codes, real, settings.keep_real, settings.seed)] = False
+        log.info("synthetic only: %d real images of %s left out of training (up to %d of each kept)", real.sum(),
+                 ", ".join(settings.synthetic_only), settings.keep_real)
         data = data.subset(np.flatnonzero(~real))
     if not len(data):
         raise RuntimeError("no training data: no real data set found and phantom cells disabled")
     return TrainingData(data, held)
+
+
+def kept_rows(codes: np.ndarray, rows: np.ndarray, per_code: int, seed: int) -> np.ndarray:
+    """Up to ``per_code`` of the ``rows`` (a mask) of each code, drawn at random with ``seed``; nested, so
+    that a larger ``per_code`` keeps the same rows and more, as a lab labelling more cells adds to its set."""
+    rng = np.random.default_rng(seed)
+    kept = [rng.permutation(idx)[:per_code]
+            for idx in (np.flatnonzero(rows & (codes == c)) for c in np.unique(codes[rows]))]
+    return np.concatenate(kept).astype(int) if kept else np.zeros(0, int)
 
 
 class BalancedSampler:
@@ -766,8 +779,9 @@ def write_card(
             if t.get("fourier_mix") else "")
          + (f"; extra eosin in {t['eosin_neutrophils']:.0%} of neutrophil-series crops"
             if t.get("eosin_neutrophils") else "")),
-        *([(f"- **synthetic-only proxy**: real images of {', '.join(t['synthetic_only'])} left out of training "
-            "(their held-out real images scored in the transfer section)")] if t.get("synthetic_only") else []),
+        *([(f"- **synthetic-only proxy**: real images of {', '.join(t['synthetic_only'])} left out of training"
+            + (f" but {t['keep_real']} of each, as a lab that labelled that many" if t.get("keep_real") else "")
+            + " (their held-out real images scored in the transfer section)")] if t.get("synthetic_only") else []),
         *([(f"- warm start: every weight but the new class-head rows began as classifier {config['warm_start']} "
             "(a classifier trained here, from scratch at first; no outside weights)")] if "warm_start" in config else []),
         "",
@@ -907,6 +921,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--synthetic-only", action="append", default=[], metavar="CODE",
                    help="leave CODE's real images out of training (phantom cells only), to measure how far "
                         "phantom cells carry a class to real ones (evaluate classifier --transfer); repeatable")
+    p.add_argument("--keep-real", type=int, default=TrainSettings.keep_real, metavar="K",
+                   help="with --synthetic-only: keep K real training images of each such class, drawn with "
+                        "--seed, as a lab that has labelled K of them (0 keeps none)")
     return p
 
 
@@ -919,6 +936,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--resume needs --out, the folder of the run to go on with")
     if args.width <= 0:
         p.error("--width takes a factor above 0, e.g. 1.5")
+    if args.keep_real < 0 or (args.keep_real and not args.synthetic_only):
+        p.error("--keep-real takes a count of 0 or more, and only with --synthetic-only")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         class_weights = tuple((c, float(w)) for c, w in (cw.split("=", 1) for cw in args.class_weight))
@@ -929,6 +948,7 @@ def main(argv: list[str] | None = None) -> int:
         phantom_per_code=args.phantom_per_code, seed=args.seed, threads=args.threads, lr=args.lr,
         init=None if args.init is None else default_models_dir() if args.init == "shipped" else Path(args.init),
         class_weights=class_weights, synthetic_only=tuple(c.upper() for c in args.synthetic_only),
+        keep_real=args.keep_real,
         domain_weight=args.domain_weight, swap_surroundings=args.swap_surroundings,
         random_convolutions=args.random_convolutions, fourier_mix=args.fourier_mix,
         eosin_neutrophils=args.eosin_neutrophils,
