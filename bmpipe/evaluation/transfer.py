@@ -235,8 +235,8 @@ def held_back_codes(clf: CellClassifier) -> tuple[str, ...]:
 def score_synthetic_only(clf: CellClassifier, real_held_out: dict[str, cell_data.CropSet]) -> dict[str, Any]:
     """Recall on real held-out cells of each class the model was trained on only from phantom cells, or from
     phantom cells and the few real ones ``--keep-real`` kept (its ``training.synthetic_only``); empty for a
-    model trained on every real image it was given. Each code's
-    ``probs`` are its cells' class probabilities (for :func:`recall_at_false_calls`; not JSON)."""
+    model trained on every real image it was given. Each code's ``probs`` are its cells' class probabilities
+    (for :func:`recall_at_false_calls`; not JSON)."""
     codes = clf.config.get("training", {}).get("synthetic_only") or []
     sets = [(s.codes, s.centre_crops()) for s in real_held_out.values()] if codes else []
     recall = {}
@@ -374,8 +374,7 @@ def evaluate_transfer(clf: CellClassifier, sets: TransferSets | None = None) -> 
         result["synthetic_only"] = proxy
         result["synthetic_only_kept_real"] = int(clf.config["training"].get("keep_real", 0))
         if guard_probs is not None:
-            result["synthetic_only_at_false_calls"] = recall_at_false_calls(probs, guard_probs, clf.codes,
-                                                                            held_back_codes(clf))
+            result["synthetic_only_at_false_calls"] = recall_at_false_calls(probs, guard_probs, clf.codes, held_back)
     result["outcomes"] = found
     result["figures"] = transfer_figures(result)
     result["intervals"] = {key: outcomes.interval(o, FIGURE_STATS[key]) for key, o in found.items()}
