@@ -187,11 +187,11 @@ def count_findings(n_counted: int) -> list[Finding]:
 
 
 def unvalidated_note(codes: list[str]) -> str:
-    """The sentence a finding carries when it rests on classes the classifier learned only from synthetic
-    cells: a prompt to count them by eye, not a validated figure."""
-    return (f" This percentage rests on {', '.join(codes)}, which the classifier learned only from synthetic "
-            "(phantom) cells and has never been shown to recognise on real cells: treat it as unvalidated and "
-            "confirm every such cell on the smear.")
+    """The sentence a finding carries when it rests on classes the classifier learned from synthetic cells
+    with no or too few real ones: a prompt to count them by eye, not a validated figure."""
+    return (f" This percentage rests on {', '.join(codes)}, which the classifier learned from synthetic "
+            "(phantom) cells with no or too few real ones and has never been shown to recognise on real cells: "
+            "treat it as unvalidated and confirm every such cell on the smear.")
 
 
 def provenance_notes(findings: list[Finding], synthetic_only: tuple[str, ...], blast_codes: tuple[str, ...],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -37,7 +38,7 @@ from bmpipe.evaluation.transfer import (
     score_synthetic_only,
 )
 from bmpipe.imaging.image_files import read_rgb
-from bmpipe.nn.cell_classifier import CROP_PX, CellClassifier, CellNet, default_config
+from bmpipe.nn.cell_classifier import CROP_PX, MIN_REAL_IMAGES, CellClassifier, CellNet, default_config
 from bmpipe.nn.stain import StainCheck, colour_descriptors, unlike_share
 from bmpipe.nn.weights import save_model
 from bmpipe.records import Cells
@@ -199,10 +200,11 @@ def test_keep_real_without_synthetic_only_or_below_zero_is_a_usage_error(args: l
     assert exit_.value.code == 2 and "--keep-real takes a count of 0 or more" in capsys.readouterr().err
 
 
-def _classifier(tmp_path: Path, learned_from: dict[str, list[str]], dysplasia: list[str]) -> CellClassifier:
+def _classifier(tmp_path: Path, learned_from: dict[str, list[str]], dysplasia: list[str],
+                **recorded: Any) -> CellClassifier:
     config = default_config(("BLA", "LYT", "PLM"))
     config.update(stem=8, widths=[8, 16], depths=[1, 1], learned_from=learned_from,
-                  dysplasia_learned_from=dysplasia)
+                  dysplasia_learned_from=dysplasia, **recorded)
     save_model(CellNet(config), tmp_path, "classifier", "t", config)
     return CellClassifier.load(tmp_path, device="cpu")
 
@@ -210,6 +212,30 @@ def _classifier(tmp_path: Path, learned_from: dict[str, list[str]], dysplasia: l
 def test_classes_learned_only_from_phantom_cells_are_known_to_the_model(tmp_path: Path) -> None:
     clf = _classifier(tmp_path, {"BLA": ["phantom"], "LYT": ["pbc", "phantom"], "PLM": ["segpc"]}, ["phantom"])
     assert clf.synthetic_only == ("BLA",) and clf.dysplasia_synthetic_only
+
+
+def test_a_class_taught_by_phantom_cells_and_a_few_real_ones_is_still_marked(tmp_path: Path) -> None:
+    """A lab's fine-tune on five of its own blasts: BLA is no longer learned only from phantom cells, but too
+    few real ones to count as shown; a class with enough real images, or none phantom, is not marked."""
+    learned = {"BLA": ["lab", "phantom"], "LYT": ["pbc", "phantom"], "PLM": ["segpc"]}
+    few = _classifier(tmp_path / "few", learned, [], real_images={"BLA": 5, "LYT": MIN_REAL_IMAGES, "PLM": 3})
+    assert few.synthetic_only == ("BLA",)
+    enough = _classifier(tmp_path / "enough", learned, [], real_images={"BLA": MIN_REAL_IMAGES, "LYT": 400, "PLM": 3})
+    assert enough.synthetic_only == ()
+    assert _classifier(tmp_path / "unrecorded", learned, []).synthetic_only == ()  # judged on its sources
+
+
+def test_the_card_says_which_classes_had_too_few_real_images() -> None:
+    n = MIN_REAL_IMAGES + 3
+    codes = ["BLA"] * 8 + ["LYT"] * n
+    sources = ["phantom"] * 3 + ["lab"] * 5 + ["phantom"] * 3 + ["pbc"] * MIN_REAL_IMAGES
+    data = CropSet(np.zeros((len(codes), 1, 1, 3), np.uint8), np.array(codes, "U8"), np.array(sources, "U16"),
+                   np.array([f"{i}.png" for i in range(len(codes))], "U256"), np.full(len(codes), -1, np.int8),
+                   np.full(len(codes), -1, np.int8))
+    assert train_classifier.real_images(data, ("BLA", "LYT")) == {"BLA": 5, "LYT": MIN_REAL_IMAGES}
+    rows = train_classifier._provenance(data, ("BLA", "LYT"), {})
+    assert f"| BLA | blast | lab: 5 | 3 | phantom + FEWER THAN {MIN_REAL_IMAGES} REAL (reported as unvalidated) |" in rows[2]
+    assert "| REAL + phantom |" in rows[3]
 
 
 def _cells(labels: list[str]) -> Cells:
@@ -224,7 +250,8 @@ def test_findings_resting_on_synthetic_only_classes_say_so() -> None:
     marked = differential(cells, "s", synthetic_only=("BLA",))
     plain = differential(cells, "s")
     blast = [f.text for f in marked.findings if f.kind == "blasts"]
-    assert blast and all("learned only from synthetic" in t and "BLA" in t for t in blast)
+    assert blast and all("learned from synthetic (phantom) cells with no or too few real ones" in t and "BLA" in t
+                         for t in blast)
     assert not any("synthetic" in f.text for f in plain.findings)
     plasma = [f.text for f in marked.findings if f.kind == "plasma_cells"]
     assert plasma and not any("synthetic" in t for t in plasma)

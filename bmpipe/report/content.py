@@ -110,7 +110,7 @@ class DifferentialTables:
         codes = [c for c in self.diff.synthetic_only if c in self.diff.counts]
         if not codes:
             return ""
-        return (f"† Learned only from synthetic (phantom) cells, never from a real one ({', '.join(codes)}): "
+        return (f"† Learned from synthetic (phantom) cells, with no real one or too few ({', '.join(codes)}): "
                 "unvalidated on real cells; confirm each on the smear.")
 
     def group_rows(self) -> list[dict[str, Any]]:

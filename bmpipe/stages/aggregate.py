@@ -66,8 +66,8 @@ class Differential:
     reviewed: bool = False
     n_reviewed: int = 0
     n_corrected: int = 0
-    #: Classes the classifier learned only from synthetic cells, and whether its dysplasia was too: the
-    #: report marks them and every finding that rests on them.
+    #: Classes the classifier learned from synthetic cells with no or too few real ones, and whether it
+    #: learned dysplasia only from synthetic cells: the report marks them and every finding that rests on them.
     synthetic_only: tuple[str, ...] = ()
     dysplasia_synthetic_only: bool = False
     #: Share of the slide's cells whose crops do not look Romanowsky-stained (None: no stain check); over

@@ -53,6 +53,7 @@ from bmpipe.evaluation.transfer import (
     write_transfer,
 )
 from bmpipe.nn.cell_classifier import (
+    MIN_REAL_IMAGES,
     MODEL_NAME,
     CellClassifier,
     CellNet,
@@ -290,6 +291,13 @@ def fit_stain_check(data: TrainingData, seed: int) -> dict[str, Any]:
                  if len(s)}
     log.info("stain check: %d H&E tissue crops; share called unlike on held-out sets %s", len(tissue), validated)
     return {"stain_check": check.as_config(), "stain_unlike_validated": validated}
+
+
+def real_images(data: CropSet, codes: tuple[str, ...]) -> dict[str, int]:
+    """Per code, its real (not phantom) training images: a class also taught by phantom cells is reported as
+    learned from real cells only from ``MIN_REAL_IMAGES`` of them (``CellClassifier.synthetic_only``)."""
+    real = data.sources != "phantom"
+    return {c: int(np.sum(real & (data.codes == c))) for c in codes}
 
 
 def learned_from(data: CropSet, codes: tuple[str, ...]) -> dict[str, list[str]]:
@@ -608,6 +616,12 @@ def train_classifier(
     codes = tuple(c for c in taxonomy.codes if c in named)
     config = default_config(codes, settings.width)
     config["learned_from"] = learned_from(data.train, codes)
+    config["real_images"] = real_images(data.train, codes)
+    few = {c: n for c, n in config["real_images"].items()
+           if 0 < n < MIN_REAL_IMAGES and "phantom" in config["learned_from"][c]}
+    if few:
+        log.warning("learned from phantom cells and fewer than %d real images, so still reported as unvalidated "
+                    "on real cells: %s", MIN_REAL_IMAGES, ", ".join(f"{c} ({n})" for c, n in few.items()))
     config["dysplasia_learned_from"] = sorted(set(data.train.sources[data.train.dysplastic == 1].tolist()))
     model = CellNet(config)
     if settings.init is not None:
@@ -678,7 +692,9 @@ def _provenance(data: CropSet, codes: tuple[str, ...], metrics: dict[str, Any]) 
         real = Counter(str(s) for s in data.sources[mine & (data.sources != "phantom")])
         n_ph = int(np.sum(mine & (data.sources == "phantom")))
         real_txt = ", ".join(f"{k}: {v}" for k, v in sorted(real.items())) or "none"
-        kind = "REAL + phantom" if real and n_ph else ("REAL only" if real else "ONLY SYNTHETIC (phantom)")
+        kind = ("ONLY SYNTHETIC (phantom)" if not real else "REAL only" if not n_ph
+                else "REAL + phantom" if sum(real.values()) >= MIN_REAL_IMAGES
+                else f"phantom + FEWER THAN {MIN_REAL_IMAGES} REAL (reported as unvalidated)")
         lines.append(f"| {c} | {taxonomy[c].name} | {real_txt} | {n_ph} | {kind} | {scores} |")
     return lines
 

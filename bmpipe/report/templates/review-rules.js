@@ -179,9 +179,9 @@ const BmpipeRules = (() => {
     return findings.map((f) => {
       let text = f.text;
       if ((restingOn[f.kind] || []).length) {
-        text += ` This percentage rests on ${restingOn[f.kind].join(", ")}, which the classifier learned only from ` +
-          "synthetic (phantom) cells and has never been shown to recognise on real cells: treat it as unvalidated " +
-          "and confirm every such cell on the smear.";
+        text += ` This percentage rests on ${restingOn[f.kind].join(", ")}, which the classifier learned from ` +
+          "synthetic (phantom) cells with no or too few real ones and has never been shown to recognise on real " +
+          "cells: treat it as unvalidated and confirm every such cell on the smear.";
       } else if (f.kind === "dysplasia" && S.dysplasia_synthetic_only) {
         text += " Dysplasia was learned only from synthetic (phantom) cells and is unvalidated on real marrow: " +
           "confirm on the smear.";
