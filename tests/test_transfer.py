@@ -38,7 +38,14 @@ from bmpipe.evaluation.transfer import (
     score_synthetic_only,
 )
 from bmpipe.imaging.image_files import read_rgb
-from bmpipe.nn.cell_classifier import CROP_PX, MIN_REAL_IMAGES, CellClassifier, CellNet, default_config
+from bmpipe.nn.cell_classifier import (
+    CLASSIFIER_MPP,
+    CROP_PX,
+    MIN_REAL_IMAGES,
+    CellClassifier,
+    CellNet,
+    default_config,
+)
 from bmpipe.nn.stain import StainCheck, colour_descriptors, unlike_share
 from bmpipe.nn.weights import save_model
 from bmpipe.records import Cells
@@ -150,11 +157,8 @@ def test_crop_normalised_network_ignores_a_labs_colour_cast_and_contrast() -> No
     assert (fixed.normalise(x) - fixed.normalise(cast)).abs().max() > 0.2 * fixed.normalise(x).abs().max()
 
 
-def test_synthetic_only_codes_leave_their_real_images_out(tmp_path: Path) -> None:
-    """``--synthetic-only LYT`` trains on no real lymphocyte; the held-out real ones are still there to score."""
-    import cv2
-
-    from bmpipe.nn.cell_classifier import CLASSIFIER_MPP
+def _lab_folder(tmp_path: Path) -> Path:
+    """A lab's class-code folder of 14 lymphocytes and 14 erythroblasts (drawn cells at the classifier's scale)."""
     from bmpipe.phantom import cell_crops
 
     root = tmp_path / "lab"
@@ -162,6 +166,12 @@ def test_synthetic_only_codes_leave_their_real_images_out(tmp_path: Path) -> Non
     for i, (image, code) in enumerate(zip(images, codes)):
         (root / code).mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(root / code / f"{i}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    return root
+
+
+def test_synthetic_only_codes_leave_their_real_images_out(tmp_path: Path) -> None:
+    """``--synthetic-only LYT`` trains on no real lymphocyte; the held-out real ones are still there to score."""
+    root = _lab_folder(tmp_path)
     settings = train_classifier.TrainSettings(synthetic_only=("LYT",))
     data = train_classifier.gather_data(settings, [(root, CLASSIFIER_MPP)], builtin=False, phantom=False)
     assert "LYT" not in set(data.train.codes) and "EBO" in set(data.train.codes)
@@ -170,16 +180,7 @@ def test_synthetic_only_codes_leave_their_real_images_out(tmp_path: Path) -> Non
 
 def test_keep_real_keeps_that_many_real_images_of_each_synthetic_only_code(tmp_path: Path) -> None:
     """``--keep-real 3``: a lab that has labelled three lymphocytes; its other real lymphocytes stay out."""
-    import cv2
-
-    from bmpipe.nn.cell_classifier import CLASSIFIER_MPP
-    from bmpipe.phantom import cell_crops
-
-    root = tmp_path / "lab"
-    images, codes, _, _ = cell_crops({"LYT": 14, "EBO": 14}, seed=3, mpp=CLASSIFIER_MPP, size_px=120)
-    for i, (image, code) in enumerate(zip(images, codes)):
-        (root / code).mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(root / code / f"{i}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    root = _lab_folder(tmp_path)
 
     def kept(k: int, seed: int = 0) -> set[str]:
         settings = train_classifier.TrainSettings(synthetic_only=("LYT", "EBO"), keep_real=k, seed=seed)
