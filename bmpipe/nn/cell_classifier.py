@@ -56,6 +56,12 @@ SECOND_LOOK_BELOW = 0.7
 #: real image taught. From this many on, the card's held-out F1 on real cells says how well it was learned.
 MIN_REAL_IMAGES = 100
 
+
+def too_few_real_images(learned_from: dict[str, list[str]], real_images: dict[str, int]) -> dict[str, int]:
+    """Classes taught by phantom cells and fewer than ``MIN_REAL_IMAGES`` real images, with how many real ones
+    (0: none): the classes reported as unvalidated on real cells."""
+    return {c: n for c, n in real_images.items() if n < MIN_REAL_IMAGES and "phantom" in learned_from.get(c, ())}
+
 # Per-channel statistics of Giemsa-stained crops (RGB, 0-1) used to centre the input; fixed, not learned.
 _MEAN = (0.80, 0.70, 0.78)
 _STD = (0.14, 0.18, 0.12)
@@ -254,8 +260,7 @@ class CellClassifier:
         #: Classes this model saw no real image of, or too few beside its phantom cells (a lab's fine-tune on a
         #: handful of its own blasts): every count of them is unvalidated on real cells. Classifiers that did
         #: not record ``real_images`` are judged on their sources alone.
-        few_real = {c for c, n in config.get("real_images", {}).items()
-                    if n < MIN_REAL_IMAGES and "phantom" in learned.get(c, ())}
+        few_real = too_few_real_images(learned, config.get("real_images", {}))
         self.synthetic_only: tuple[str, ...] = tuple(
             c for c in self.codes if set(learned.get(c, ())) == {"phantom"} or c in few_real)
         #: Whether every dysplastic example it learned from was synthetic (no real dysplasia labels).

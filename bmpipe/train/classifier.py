@@ -60,6 +60,7 @@ from bmpipe.nn.cell_classifier import (
     count_parameters,
     default_config,
     load_network,
+    too_few_real_images,
 )
 from bmpipe.nn.stain import StainCheck, unlike_share
 from bmpipe.nn.weights import ModelRecord, default_models_dir, save_model
@@ -617,8 +618,7 @@ def train_classifier(
     config = default_config(codes, settings.width)
     config["learned_from"] = learned_from(data.train, codes)
     config["real_images"] = real_images(data.train, codes)
-    few = {c: n for c, n in config["real_images"].items()
-           if 0 < n < MIN_REAL_IMAGES and "phantom" in config["learned_from"][c]}
+    few = {c: n for c, n in too_few_real_images(config["learned_from"], config["real_images"]).items() if n}
     if few:
         log.warning("learned from phantom cells and fewer than %d real images, so still reported as unvalidated "
                     "on real cells: %s", MIN_REAL_IMAGES, ", ".join(f"{c} ({n})" for c, n in few.items()))
@@ -683,6 +683,7 @@ def _provenance(data: CropSet, codes: tuple[str, ...], metrics: dict[str, Any]) 
         "|---|---|---|---|---|---|",
     ]
     taxonomy = load_taxonomy()
+    few = too_few_real_images(learned_from(data, codes), real_images(data, codes))
     for c in codes:
         scores = ", ".join(
             f"{name}: {m['classes']['rows'][c]['strict'][2]:.2f} (n={m['classes']['rows'][c]['n']})"
@@ -693,8 +694,8 @@ def _provenance(data: CropSet, codes: tuple[str, ...], metrics: dict[str, Any]) 
         n_ph = int(np.sum(mine & (data.sources == "phantom")))
         real_txt = ", ".join(f"{k}: {v}" for k, v in sorted(real.items())) or "none"
         kind = ("ONLY SYNTHETIC (phantom)" if not real else "REAL only" if not n_ph
-                else "REAL + phantom" if sum(real.values()) >= MIN_REAL_IMAGES
-                else f"phantom + FEWER THAN {MIN_REAL_IMAGES} REAL (reported as unvalidated)")
+                else f"phantom + FEWER THAN {MIN_REAL_IMAGES} REAL (reported as unvalidated)" if c in few
+                else "REAL + phantom")
         lines.append(f"| {c} | {taxonomy[c].name} | {real_txt} | {n_ph} | {kind} | {scores} |")
     return lines
 
