@@ -51,9 +51,10 @@ UNIDENTIFIED_CODE = "NIF"
 #: on real cells is in the model card).
 SECOND_LOOK_BELOW = 0.7
 #: A class taught by phantom cells counts as learned from real cells only from this many real training images
-#: of it. With fewer, classes of the synthetic-only proxy stayed far from their recall target on real cells
-#: (model card, "How many real cells a class needs"), so reports keep marking such a class as they mark one no
-#: real image taught. From this many on, the card's held-out F1 on real cells says how well it was learned.
+#: of it, a cautious floor: a few real images beside the phantom cells leave its recall on real cells short,
+#: and dependent on which cells were drawn (model card, "How many real cells a class needs"). Reports keep
+#: marking such a class as they mark one no real image taught; from this many on, the card's held-out F1 on
+#: real cells says how well it was learned.
 MIN_REAL_IMAGES = 100
 
 
