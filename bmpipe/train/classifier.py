@@ -178,7 +178,7 @@ def kept_rows(codes: np.ndarray, rows: np.ndarray, per_code: int, seed: int) -> 
     rng = np.random.default_rng(seed)
     kept = [rng.permutation(idx)[:per_code]
             for idx in (np.flatnonzero(rows & (codes == c)) for c in np.unique(codes[rows]))]
-    return np.concatenate(kept).astype(int) if kept else np.zeros(0, int)
+    return np.concatenate(kept) if kept else np.zeros(0, int)
 
 
 class BalancedSampler:
